@@ -1,0 +1,460 @@
+"""Paired comparison report of evaluation runs (SPEC §9): ``python -m vlaworld.eval.compare RUN_DIR...``.
+
+Needs only each run's ``episodes.jsonl`` (``run.json`` when present adds labels, memory modes and
+consistency checks), and only numpy: runs merged from shards or written by other tools compare too.
+Runs must cover the same episodes (suite, task_id, episode) with the same seeds and init states;
+otherwise it refuses, unless ``--intersect`` restricts every run to the shared episodes and the
+report says so. Planned contrasts (E1−E0, E2−E0, E2 pred−zero, E2 pred−random, …) are inferred from
+labels (``--labels``, ``run.json`` ``config.label``, or directory names such as ``E2-zero``) and from
+``run.json`` (``config.memory``, ``checkpoint_hash``); failing that, every run against the first.
+Each contrast gets the paired difference with Newcombe's interval, exact McNemar with Holm across
+contrasts, and an init-state cluster bootstrap; per-task tests are exploratory, with BH-FDR.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vlaworld.eval import stats
+from vlaworld.eval.results import (
+    EpisodeKey, EpisodeRecord, ResultsFormatError, RunInfo, rate_of, read_episodes, read_run_info, task_label,
+)
+
+ALPHA = 0.05
+PLANNED = (("E1", "E0"), ("E2", "E0"), ("E2", "E2-zero"), ("E2", "E2-random"))
+
+
+class CompareError(ValueError):
+    """The runs cannot be compared as asked; the message says what to change."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Run:
+    """One run directory: its deduplicated episodes keyed by identity, and its provenance."""
+
+    name: str  # directory name: the key in compare.json
+    label: str  # shown in the report
+    role: str | None  # E0, E1, E2, E2-zero, ... when it could be inferred
+    path: Path
+    records: dict[EpisodeKey, EpisodeRecord]
+    info: RunInfo | None
+    notes: tuple[str, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Contrast:
+    """A − B on the episodes both ran without error."""
+
+    a: Run
+    b: Run
+    table: stats.Paired
+    ci95: tuple[float, float]
+    ci95_bootstrap: tuple[float, float]
+    p_mcnemar: float
+    p_holm: float
+    mde: float
+    per_task: dict[str, dict[str, Any]]  # task -> n_pairs, diff, ci95, p_mcnemar, q_bh
+
+    @property
+    def title(self) -> str:
+        return f"{self.a.label} − {self.b.label}"
+
+    @property
+    def significant(self) -> bool:
+        return self.p_holm < ALPHA
+
+
+def _role(label: str, memory: str | None) -> str | None:
+    m = re.fullmatch(r"e(\d+)(?:[\s_\-:/.]+(.+))?", label.strip(), flags=re.IGNORECASE)
+    if m is None:
+        return None
+    exp, mode = f"E{m.group(1)}", (m.group(2) or memory or "pred").lower().replace("-", "_").replace(" ", "_")
+    return f"E2-{mode}" if exp == "E2" and mode != "pred" else exp
+
+
+def load_runs(paths: Sequence[str | Path], labels: Sequence[str] | None = None) -> list[Run]:
+    if labels is not None and len(labels) != len(paths):
+        raise CompareError(f"--labels got {len(labels)} labels for {len(paths)} runs; give one per run")
+    runs = []
+    for i, p in enumerate(paths):
+        log = read_episodes(Path(p).resolve())
+        run_dir = log.path.parent
+        info = read_run_info(run_dir)
+        config = dict(info.config) if info else {}
+        label = labels[i] if labels else str(config.get("label") or run_dir.name)
+        memory = config.get("memory")
+        runs.append(Run(name=run_dir.name, label=label, role=_role(label, memory), path=run_dir,
+                        records={r.key: r for r in log.records}, info=info, notes=tuple(log.notes())))
+    names = [r.name for r in runs]
+    if len(set(names)) != len(names):
+        raise CompareError(f"run directory names must be distinct (they key compare.json): {names}")
+    _infer_roles_from_run_json(runs)
+    return runs
+
+
+def _infer_roles_from_run_json(runs: list[Run]) -> None:
+    """Fill missing roles from memory modes: none → E0, pred → E2, same checkpoint → E2-mode, zero → E1."""
+    if any(r.role for r in runs):
+        return
+    mode = {r.name: (r.info.config.get("memory") if r.info else None) for r in runs}
+    by_mode = lambda m: [r for r in runs if mode[r.name] == m]  # noqa: E731
+    roles: dict[str, str] = {}
+    if len(by_mode("none")) == 1:
+        roles[by_mode("none")[0].name] = "E0"
+    if len(by_mode("pred")) == 1:
+        e2 = by_mode("pred")[0]
+        roles[e2.name] = "E2"
+        same_ckpt = [r for r in runs if r.info and e2.info and e2.info.checkpoint_hash
+                     and r.info.checkpoint_hash == e2.info.checkpoint_hash and r is not e2]
+        for r in same_ckpt:
+            roles[r.name] = f"E2-{mode[r.name]}"
+        other_zero = [r for r in by_mode("zero") if r.name not in roles]
+        if len(other_zero) == 1:
+            roles[other_zero[0].name] = "E1"
+    if len(set(roles.values())) != len(roles):
+        return  # ambiguous: leave it to labels
+    for i, r in enumerate(runs):
+        if r.name in roles:
+            runs[i] = Run(**{**r.__dict__, "role": roles[r.name]})
+
+
+def align_episodes(runs: list[Run], *, intersect: bool) -> tuple[list[EpisodeKey], list[str]]:
+    """The episode identities every run covers; refuses differing sets unless ``intersect``."""
+    sets = [set(r.records) for r in runs]
+    shared = set.intersection(*sets)
+    notes = []
+    if any(s != shared for s in sets):
+        extra = {r.name: len(s - shared) for r, s in zip(runs, sets) if s != shared}
+        if not intersect:
+            example = next(iter(sorted(set.union(*sets) - shared)))
+            raise CompareError(
+                f"the runs cover different episodes ({len(shared)} shared; not shared per run: {extra}; "
+                f"e.g. {example}). Finish or resume the runs, or pass --intersect to compare only the "
+                "shared episodes (the report will say so)."
+            )
+        if not shared:
+            raise CompareError("the runs share no episode at all; check that they are the same suite and tasks")
+        notes.append(f"Restricted to the {len(shared)} episodes all runs share (--intersect); "
+                     f"dropped per run: {extra}.")
+    for key in sorted(shared):
+        ref = runs[0].records[key]
+        for r in runs[1:]:
+            rec = r.records[key]
+            if (rec.seed, rec.init_state) != (ref.seed, ref.init_state):
+                raise CompareError(
+                    f"episode {key} has seed/init_state {(ref.seed, ref.init_state)} in {runs[0].name} but "
+                    f"{(rec.seed, rec.init_state)} in {r.name}: the runs are not paired (different init "
+                    "protocol?). Re-run them with the same protocol.")
+    stacks = {json.dumps(dict(r.info.sim_stack), sort_keys=True) for r in runs if r.info and r.info.sim_stack}
+    if len(stacks) > 1:
+        notes.append(f"Warning: the runs used different simulator stacks ({sorted(stacks)}); "
+                     "differences may come from the simulator, not the policy.")
+    return sorted(shared), notes
+
+
+def plan_contrasts(runs: list[Run], explicit: Sequence[str] = ()) -> tuple[list[tuple[Run, Run]], str]:
+    """Pairs (A, B) to test as A − B, and a sentence saying where they came from."""
+    if explicit:
+        return [(_find(runs, s.split(":", 1)[0]), _find(runs, s.split(":", 1)[1])) for s in _checked(explicit)], \
+            "given with --contrast"
+    by_role = {r.role: r for r in runs if r.role}
+    planned = list(PLANNED) + sorted(("E2", k) for k in by_role if k.startswith("E2-") and ("E2", k) not in PLANNED)
+    pairs = [(by_role[a], by_role[b]) for a, b in planned if a in by_role and b in by_role]
+    if pairs:
+        return pairs, "planned contrasts inferred from run labels / run.json memory modes"
+    return [(r, runs[0]) for r in runs[1:]], f"no E0/E1/E2 roles found: every run against the first ({runs[0].label})"
+
+
+def _checked(explicit: Sequence[str]) -> Sequence[str]:
+    bad = [s for s in explicit if s.count(":") != 1]
+    if bad:
+        raise CompareError(f"--contrast takes A:B (run name, label, role or 1-based index), got {bad}")
+    return explicit
+
+
+def _find(runs: list[Run], ref: str) -> Run:
+    if ref.isdigit() and 1 <= int(ref) <= len(runs):
+        return runs[int(ref) - 1]
+    hits = [r for r in runs if ref in (r.name, r.label, r.role)]
+    if len(hits) != 1:
+        known = ", ".join(f"{r.name} ({r.label})" for r in runs)
+        raise CompareError(f"--contrast side {ref!r} matches {len(hits)} runs; use one of: {known}")
+    return hits[0]
+
+
+def _paired(a: Run, b: Run, keys: list[EpisodeKey]) -> tuple[np.ndarray, np.ndarray, list[EpisodeKey]]:
+    ok = [k for k in keys if a.records[k].error is None and b.records[k].error is None]
+    return (np.array([a.records[k].success for k in ok], dtype=bool),
+            np.array([b.records[k].success for k in ok], dtype=bool), ok)
+
+
+def run_contrasts(pairs: list[tuple[Run, Run]], keys: list[EpisodeKey], *,
+                  n_resamples: int = 2000, seed: int = 0) -> list[Contrast]:
+    multi = len({k[0] for k in keys}) > 1
+    raw = []
+    for a, b in pairs:
+        xa, xb, ok = _paired(a, b, keys)
+        t = stats.paired_counts(xa, xb)
+        tasks = [task_label(a.records[k], multi_suite=multi) for k in ok]
+        boot = stats.cluster_bootstrap_diff(xa, xb, strata=tasks, clusters=[a.records[k].init_state for k in ok],
+                                            n_resamples=n_resamples, seed=seed)
+        per_task = {}
+        for task in sorted(set(tasks), key=_task_order):
+            sel = np.array([x == task for x in tasks])
+            tt = stats.paired_counts(xa[sel], xb[sel])
+            per_task[task] = {"n_pairs": tt.n, "diff": tt.diff, "ci95": list(stats.newcombe_paired_interval(tt)),
+                              "only_a": tt.only_a, "only_b": tt.only_b,
+                              "p_mcnemar": stats.mcnemar_exact(tt.only_a, tt.only_b)}
+        raw.append((a, b, t, boot, per_task))
+    p = [stats.mcnemar_exact(t.only_a, t.only_b) for _, _, t, _, _ in raw]
+    p_holm = stats.holm(p)
+    cells = [cell for *_, per_task in raw for cell in per_task.values()]
+    for cell, q in zip(cells, stats.benjamini_hochberg([c["p_mcnemar"] for c in cells])):
+        cell["q_bh"] = q
+    return [Contrast(a=a, b=b, table=t, ci95=stats.newcombe_paired_interval(t), ci95_bootstrap=boot,
+                     p_mcnemar=pi, p_holm=ph, mde=stats.paired_mde(t), per_task=per_task)
+            for (a, b, t, boot, per_task), pi, ph in zip(raw, p, p_holm)]
+
+
+def _task_order(task: str) -> tuple[str, int]:
+    suite, _, tid = task.rpartition(":")
+    return (suite, int(tid)) if tid.lstrip("-").isdigit() else (task, 0)
+
+
+def run_tables(runs: list[Run], keys: list[EpisodeKey]) -> dict[str, dict[str, Any]]:
+    """compare.json's ``runs`` part: overall and per-task rates on the compared episodes."""
+    multi = len({k[0] for k in keys}) > 1
+    out = {}
+    for r in runs:
+        recs = [r.records[k] for k in keys]
+        tasks: dict[str, list[EpisodeRecord]] = {}
+        for rec in recs:
+            tasks.setdefault(task_label(rec, multi_suite=multi), []).append(rec)
+        out[r.name] = {"label": r.label, "role": r.role, "overall": rate_of(recs).to_json(),
+                       "per_task": {t: rate_of(tasks[t]).to_json() for t in sorted(tasks, key=_task_order)}}
+    return out
+
+
+def _pp(x: float) -> str:
+    return f"{100 * x:+.1f}"
+
+
+def _p(x: float) -> str:
+    return f"{x:.2g}" if x < 0.001 else f"{x:.3f}"
+
+
+def describe(c: Contrast) -> str:
+    """One careful sentence: significance after Holm, effect with both intervals, and power when null."""
+    t = c.table
+    effect = (f"{_pp(t.diff)} pp (95 % CI {_pp(c.ci95[0])} to {_pp(c.ci95[1])}; init-state bootstrap "
+              f"{_pp(c.ci95_bootstrap[0])} to {_pp(c.ci95_bootstrap[1])}), exact McNemar p = {_p(c.p_mcnemar)}, "
+              f"Holm-adjusted p = {_p(c.p_holm)}, {t.n} paired episodes ({t.only_a} won only by "
+              f"{c.a.label}, {t.only_b} only by {c.b.label})")
+    if c.significant:
+        verb = "beats" if t.diff > 0 else "is worse than"
+        s = f"{c.a.label} {verb} {c.b.label}: {effect}."
+        if c.ci95_bootstrap[0] <= 0 <= c.ci95_bootstrap[1]:
+            s += " The init-state bootstrap interval includes 0, so the evidence is weaker than the per-episode test suggests."
+        return s
+    return (f"No significant difference detected between {c.a.label} and {c.b.label}: {effect}; the test "
+            f"detects about ±{100 * c.mde:.1f} pp at this discordance rate (α = 0.05, power 0.8), "
+            "so smaller effects are not ruled out.")
+
+
+def verdicts(contrasts: list[Contrast]) -> list[str]:
+    """Answers to the three questions, in words."""
+    by_roles = {(c.a.role, c.b.role): c for c in contrasts}
+    out = []
+    main = by_roles.get(("E2", "E0"))
+    out.append("Does E2 beat E0? " + (describe(main) if main else
+               "Not answered: no runs were identified as E2 and E0 (name them with --labels E0 E2 …, "
+               "or record config.memory in run.json)."))
+    ablations = [c for (ra, rb), c in by_roles.items() if ra == "E2" and rb and rb.startswith("E2-")]
+    if not ablations:
+        out.append("Does memory content matter? Not answered: no E2 memory ablations (E2-zero, E2-random) found.")
+    else:
+        zero, rand = by_roles.get(("E2", "E2-zero")), by_roles.get(("E2", "E2-random"))
+        up = lambda c: c is not None and c.significant and c.table.diff > 0  # noqa: E731
+        down = lambda c: c is not None and c.significant and c.table.diff < 0  # noqa: E731
+        if up(zero):
+            summary = "Yes: predicted memory beats zero memory, so its content matters."
+        elif down(zero) or down(rand):
+            summary = "Predicted memory does worse than an ablation: see below."
+        elif up(rand):
+            summary = ("Partly: predicted memory is not distinguishable from zero memory but beats random memory, "
+                       "so the policy is hurt by noise, with no evidence that predicted content beats zeros.")
+        else:
+            summary = "No evidence that memory content matters at this sample size."
+        out.append("Does memory content matter (pred vs zero vs random)? " + summary + " "
+                   + " ".join(describe(c) for c in ablations))
+    cells = [(c, task, cell) for c in contrasts for task, cell in c.per_task.items()]
+    hits = [f"task {task} {_pp(cell['diff'])} pp in {c.title} (q = {_p(cell['q_bh'])})"
+            for c, task, cell in cells if cell["q_bh"] < ALPHA]
+    focus = main or contrasts[0]
+    ranked = sorted(focus.per_task.items(), key=lambda kv: kv[1]["diff"])
+    spread = (f"largest point changes in {focus.title}: gain task {ranked[-1][0]} {_pp(ranked[-1][1]['diff'])} pp, "
+              f"loss task {ranked[0][0]} {_pp(ranked[0][1]['diff'])} pp") if ranked else "no per-task data"
+    out.append(f"Which tasks gain or lose? Exploratory per-task exact McNemar tests, Benjamini-Hochberg FDR over "
+               f"all {len(cells)} task × contrast tests: " + ("; ".join(hits) + "." if hits else
+               f"no task-level difference survives FDR control at q < 0.05 ({spread}; not significant)."))
+    return out
+
+
+def _cell(r: dict[str, Any]) -> str:
+    if not r["n"]:
+        return "–"
+    lo, hi = r["ci95"]
+    return f"{r['successes']}/{r['n']} {100 * r['rate']:.1f} ({100 * lo:.1f}–{100 * hi:.1f})"
+
+
+def to_json(runs: list[Run], tables: dict[str, dict[str, Any]], contrasts: list[Contrast],
+            notes: list[str], source: str, n_resamples: int, seed: int) -> dict[str, Any]:
+    """compare.json in SPEC §9's schema, plus labels, roles, table counts and per-task tests."""
+    return {
+        "runs": tables,
+        "contrasts": [{
+            "a": c.a.name, "b": c.b.name, "label_a": c.a.label, "label_b": c.b.label,
+            "n_pairs": c.table.n, "diff": c.table.diff, "ci95": list(c.ci95),
+            "p_mcnemar": c.p_mcnemar, "p_holm": c.p_holm, "ci95_bootstrap": list(c.ci95_bootstrap),
+            "both": c.table.both, "only_a": c.table.only_a, "only_b": c.table.only_b, "neither": c.table.neither,
+            "mde": c.mde, "per_task": c.per_task,
+        } for c in contrasts],
+        "contrast_source": source,
+        "notes": notes,
+        "verdicts": verdicts(contrasts) if contrasts else [],
+        "method": {"ci95": "Newcombe (1998) method 10 paired interval",
+                   "ci95_bootstrap": f"cluster bootstrap over init states within tasks, {n_resamples} resamples, seed {seed}",
+                   "p_mcnemar": "exact two-sided McNemar (binomial on discordant pairs, no mid-p)",
+                   "p_holm": "Holm-Bonferroni across the contrasts", "per_task.q_bh": "Benjamini-Hochberg FDR across all per-task tests",
+                   "rates": "Wilson 95 %; episodes with errors excluded and counted under 'errors'"},
+    }
+
+
+def to_markdown(runs: list[Run], doc: dict[str, Any], contrasts: list[Contrast]) -> str:
+    lines = ["# Policy comparison", "", "| run | label | role | memory | checkpoint | episodes | errors |",
+             "|---|---|---|---|---|---|---|"]
+    for r in runs:
+        t, cfg = doc["runs"][r.name]["overall"], (r.info.config if r.info else {})
+        ckpt = (r.info.checkpoint_hash or "")[:12] if r.info else ""
+        lines.append(f"| {r.name} | {r.label} | {r.role or ''} | {cfg.get('memory', '')} | {ckpt} | "
+                     f"{t['n'] + t['errors']} | {t['errors']} |")
+    notes = doc["notes"] + [n for r in runs for n in r.notes]
+    lines += [""] + [f"> {n}" for n in notes] + ([""] if notes else [])
+    lines += ["## Answers", ""] + [f"{i}. {v}" for i, v in enumerate(doc["verdicts"], 1)] + [""]
+    tasks = sorted({t for run in doc["runs"].values() for t in run["per_task"]}, key=_task_order)
+    lines += ["## Success rates", "", "successes/n, rate % (Wilson 95 % CI); episodes with errors excluded.", "",
+              "| task | " + " | ".join(r.label for r in runs) + " |", "|---" * (len(runs) + 1) + "|"]
+    for t in tasks + ["all"]:
+        cells = [_cell(doc["runs"][r.name]["overall"] if t == "all" else
+                       doc["runs"][r.name]["per_task"].get(t, {"n": 0})) for r in runs]
+        lines.append(f"| {'**all**' if t == 'all' else t} | " + " | ".join(cells) + " |")
+    lines += ["", f"## Contrasts ({doc['contrast_source']}; Holm over {len(contrasts)})", "",
+              "| contrast | pairs | diff pp | 95 % CI (Newcombe) | 95 % CI (init-state bootstrap) | only A / only B "
+              "| McNemar p | Holm p | MDE pp |", "|---|---|---|---|---|---|---|---|---|"]
+    for c in contrasts:
+        lines.append(f"| {c.title} | {c.table.n} | {_pp(c.table.diff)} | {_pp(c.ci95[0])} to {_pp(c.ci95[1])} | "
+                     f"{_pp(c.ci95_bootstrap[0])} to {_pp(c.ci95_bootstrap[1])} | {c.table.only_a} / {c.table.only_b} "
+                     f"| {_p(c.p_mcnemar)} | {_p(c.p_holm)} | ±{100 * c.mde:.1f} |")
+    lines += ["", "## Per-task differences (exploratory)", "",
+              "diff pp (BH-FDR q across all task × contrast tests); **bold** when q < 0.05.", "",
+              "| task | " + " | ".join(c.title for c in contrasts) + " |", "|---" * (len(contrasts) + 1) + "|"]
+    for t in tasks:
+        cells = []
+        for c in contrasts:
+            cell = c.per_task.get(t)
+            text = f"{_pp(cell['diff'])} (q {_p(cell['q_bh'])})" if cell else "–"
+            cells.append(f"**{text}**" if cell and cell["q_bh"] < ALPHA else text)
+        lines.append(f"| {t} | " + " | ".join(cells) + " |")
+    lines += ["", "## Method", ""] + [f"- {k}: {v}" for k, v in doc["method"].items()] + [
+        "- Intervals cover episode sampling only, not training-seed variance.",
+        "- Non-significant means no difference was detected at this sample size, not that the runs are equal.", ""]
+    return "\n".join(lines)
+
+
+def plot(runs: list[Run], doc: dict[str, Any], path: Path) -> bool:
+    """Per-task success rates with Wilson intervals, one marker series per run; False without matplotlib."""
+    try:
+        import matplotlib
+    except ImportError:
+        print("compare: matplotlib is not installed, so no plot was written; "
+              "pip install 'vlaworld[report]' (or matplotlib) to get compare.png", file=sys.stderr)
+        return False
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = sorted({t for run in doc["runs"].values() for t in run["per_task"]}, key=_task_order) + ["all"]
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.8 * len(tasks) + 2), 4))
+    width = 0.8 / max(1, len(runs))
+    for i, r in enumerate(runs):
+        rows = [doc["runs"][r.name]["overall"] if t == "all" else doc["runs"][r.name]["per_task"].get(t, {"n": 0})
+                for t in tasks]
+        xs = [j - 0.4 + width * (i + 0.5) for j, row in enumerate(rows) if row["n"]]
+        ys = [100 * row["rate"] for row in rows if row["n"]]
+        err = [[100 * (row["rate"] - row["ci95"][0]) for row in rows if row["n"]],
+               [100 * (row["ci95"][1] - row["rate"]) for row in rows if row["n"]]]
+        ax.errorbar(xs, ys, yerr=err, fmt="o", capsize=2, label=r.label)
+    ax.set_xticks(range(len(tasks)), tasks)
+    ax.set_xlabel("task")
+    ax.set_ylabel("success % (Wilson 95 % CI)")
+    ax.set_ylim(0, 102)
+    ax.legend(fontsize="small")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def compare(paths: Sequence[str | Path], *, out: str | Path | None = None, intersect: bool = False,
+            contrasts: Sequence[str] = (), labels: Sequence[str] | None = None,
+            n_resamples: int = 2000, seed: int = 0) -> tuple[dict[str, Any], str]:
+    """Build the report; with ``out`` write compare.json, compare.md and compare.png there."""
+    if len(paths) < 1:
+        raise CompareError("give at least one run directory")
+    runs = load_runs(paths, labels)
+    keys, notes = align_episodes(runs, intersect=intersect)
+    pairs, source = plan_contrasts(runs, contrasts)
+    results = run_contrasts(pairs, keys, n_resamples=n_resamples, seed=seed)
+    doc = to_json(runs, run_tables(runs, keys), results, notes, source, n_resamples, seed)
+    text = to_markdown(runs, doc, results)
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "compare.json").write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+        (out / "compare.md").write_text(text, encoding="utf-8")
+        plot(runs, doc, out / "compare.png")
+    return doc, text
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m vlaworld.eval.compare", description=__doc__.split("\n")[0])
+    ap.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories holding episodes.jsonl")
+    ap.add_argument("--out", help="write compare.json, compare.md and compare.png here")
+    ap.add_argument("--intersect", action="store_true", help="compare only the episodes all runs share")
+    ap.add_argument("--contrast", nargs="+", action="extend", default=[], metavar="A:B",
+                    help="test A − B (run name, label, role such as E2-zero, or 1-based index)")
+    ap.add_argument("--labels", nargs="+", help="one display label per run, e.g. E0 E1 E2 E2-zero E2-random")
+    ap.add_argument("--bootstrap", type=int, default=2000, help="cluster-bootstrap resamples (default 2000)")
+    ap.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    args = ap.parse_args(argv)
+    try:
+        _, text = compare(args.runs, out=args.out, intersect=args.intersect, contrasts=args.contrast,
+                          labels=args.labels, n_resamples=args.bootstrap, seed=args.seed)
+    except (CompareError, ResultsFormatError, FileNotFoundError, json.JSONDecodeError) as exc:
+        print(f"compare: error: {exc}", file=sys.stderr)
+        return 2
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

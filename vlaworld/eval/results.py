@@ -1,0 +1,446 @@
+"""The durable results store of a run directory (SPEC §8): what survives a killed or resumed run.
+
+``RUN_DIR/episodes.jsonl`` holds one JSON object per finished episode, each line flushed and fsync'd
+before the next episode counts as done, so a crash loses at most the episodes in flight and at worst
+leaves a torn last line, which the reader reports and skips (and the writer cuts off before
+appending). Episode identity is (suite, task_id, episode); a repeated identity keeps its first
+record. ``run.json`` pins the resolved configuration, and ``check_resume`` refuses to continue a run
+whose configuration changed, listing the fields. Episodes with ``error`` set are counted apart and
+never enter a success rate: an infrastructure fault is not a policy failure.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import warnings
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from vlaworld.eval.stats import wilson_interval
+
+EPISODES_FILE = "episodes.jsonl"
+RUN_FILE = "run.json"
+SUMMARY_JSON = "summary.json"
+SUMMARY_MD = "summary.md"
+
+# name -> accepted JSON types (bool is excluded from int on purpose: True is not an episode index)
+_FIELDS: dict[str, tuple[type, ...]] = {
+    "suite": (str,),
+    "task_id": (int,),
+    "task": (str,),
+    "episode": (int,),
+    "seed": (int,),
+    "init_state": (int,),
+    "success": (bool,),
+    "steps": (int,),
+    "wall_s": (int, float),
+    "error": (str, type(None)),
+}
+EPISODE_FIELDS = tuple(_FIELDS)
+
+EpisodeKey = tuple[str, int, int]
+
+
+class ResultsFormatError(ValueError):
+    """A results file does not follow the schema of SPEC §8."""
+
+
+class ConfigChanged(RuntimeError):
+    """Resuming a run directory with a configuration that differs from the one it was started with."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class EpisodeRecord:
+    """One finished episode, as stored in one line of ``episodes.jsonl``."""
+
+    suite: str
+    task_id: int
+    task: str
+    episode: int
+    seed: int
+    init_state: int
+    success: bool
+    steps: int
+    wall_s: float
+    error: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)  # e.g. memory stats; stored at top level
+
+    @property
+    def key(self) -> EpisodeKey:
+        return (self.suite, self.task_id, self.episode)
+
+    def to_json(self) -> dict[str, Any]:
+        clash = set(self.extra) & set(_FIELDS)
+        if clash:
+            raise ValueError(f"extra fields {sorted(clash)} shadow schema fields; rename them")
+        row = {name: getattr(self, name) for name in _FIELDS}
+        row.update(self.extra)
+        return row
+
+    @classmethod
+    def from_json(cls, row: Mapping[str, Any], *, where: str = "record") -> EpisodeRecord:
+        """Validate one decoded line; ``where`` (file:line) goes into the error message."""
+        missing = [name for name in _FIELDS if name not in row]
+        if missing:
+            raise ResultsFormatError(f"{where}: missing field(s) {missing}; required: {list(_FIELDS)}")
+        for name, types in _FIELDS.items():
+            value = row[name]
+            bad_bool = isinstance(value, bool) and bool not in types
+            if bad_bool or not isinstance(value, types):
+                want = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+                raise ResultsFormatError(f"{where}: field {name!r} must be {want}, got {value!r}")
+        extra = {k: v for k, v in row.items() if k not in _FIELDS}
+        return cls(**{name: row[name] for name in _FIELDS}, extra=extra)
+
+
+@dataclass(frozen=True, kw_only=True)
+class EpisodeLog:
+    """The readable content of an episodes file, and what was skipped to get it."""
+
+    path: Path
+    records: tuple[EpisodeRecord, ...]  # first record of each identity, in file order
+    torn_tail: str | None = None  # the unparseable last line of a killed run, skipped
+    duplicates: int = 0  # later records of an identity already seen, dropped
+    conflicting: tuple[EpisodeKey, ...] = ()  # identities whose duplicates disagree on success
+
+    def notes(self) -> list[str]:
+        """Human-readable remarks for reports; empty when the file was clean."""
+        out = []
+        if self.torn_tail is not None:
+            out.append(f"{self.path}: skipped a torn last line (killed run): {self.torn_tail[:80]!r}")
+        if self.duplicates:
+            out.append(f"{self.path}: dropped {self.duplicates} duplicate episode record(s), kept the first")
+        if self.conflicting:
+            out.append(f"{self.path}: duplicates disagree on success for {list(self.conflicting)[:5]}")
+        return out
+
+
+def episodes_path(path: str | os.PathLike) -> Path:
+    """A ``*.jsonl`` path is the episodes file itself (e.g. one rank's shard); anything else a run directory."""
+    path = Path(path)
+    return path if path.suffix == ".jsonl" else path / EPISODES_FILE
+
+
+def read_episodes(path: str | os.PathLike) -> EpisodeLog:
+    """Read a run directory's episodes file (or a ``*.jsonl`` file), skipping a torn last line."""
+    path = episodes_path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no episodes file at {path}; pass a run directory made by `python -m vlaworld.eval`")
+    lines = path.read_bytes().split(b"\n")
+    complete_last = lines[-1] == b""  # file ends in a newline: every line was fully written
+    if complete_last:
+        lines.pop()
+    torn: str | None = None
+    first: dict[EpisodeKey, EpisodeRecord] = {}
+    duplicates = 0
+    conflicting: dict[EpisodeKey, None] = {}
+    for lineno, raw in enumerate(lines, start=1):
+        is_last = lineno == len(lines)
+        if not raw.strip():
+            continue
+        try:
+            row = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            if is_last:
+                torn = raw.decode("utf-8", errors="replace")
+                break
+            raise ResultsFormatError(
+                f"{path}:{lineno}: not valid JSON ({exc}); only the last line may be torn. "
+                "Repair or delete that line, then resume."
+            ) from exc
+        if not isinstance(row, dict):
+            raise ResultsFormatError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+        record = EpisodeRecord.from_json(row, where=f"{path}:{lineno}")
+        kept = first.get(record.key)
+        if kept is None:
+            first[record.key] = record
+        else:
+            duplicates += 1
+            if kept.success != record.success or (kept.error is None) != (record.error is None):
+                conflicting[record.key] = None
+    log = EpisodeLog(
+        path=path, records=tuple(first.values()), torn_tail=torn,
+        duplicates=duplicates, conflicting=tuple(conflicting),
+    )
+    for note in log.notes():
+        warnings.warn(note, stacklevel=2)
+    return log
+
+
+class EpisodeWriter:
+    """Append-only writer: each record is one line, flushed and fsync'd before ``append`` returns.
+
+    Opening cuts off a torn last line left by a killed run (it cannot be parsed, and appending after
+    it would bury it mid-file); ``dropped_tail`` keeps its text for the caller to report.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = path = episodes_path(path)
+        self.dropped_tail: str | None = None
+        created = not path.exists()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file: IO[bytes] = open(path, "ab")  # noqa: SIM115 - closed in close()
+        self._cut_torn_tail()
+        if created:
+            _fsync_dir(path.parent)
+
+    def _cut_torn_tail(self) -> None:
+        size = self._file.seek(0, os.SEEK_END)
+        if size == 0:
+            return
+        with open(self.path, "rb") as f:
+            data = f.read()
+        if data.endswith(b"\n"):
+            return
+        keep = data.rfind(b"\n") + 1
+        if _complete_record(data[keep:]):  # only the newline was lost: keep the record
+            self._file.write(b"\n")
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            return
+        self.dropped_tail = data[keep:].decode("utf-8", errors="replace")
+        self._file.truncate(keep)
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        warnings.warn(f"{self.path}: removed a torn last line before appending: {self.dropped_tail[:80]!r}", stacklevel=3)
+
+    def append(self, record: EpisodeRecord) -> None:
+        line = json.dumps(record.to_json(), allow_nan=False, ensure_ascii=False) + "\n"
+        self._file.write(line.encode("utf-8"))
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> EpisodeWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _complete_record(raw: bytes) -> bool:
+    """Whether a line without its newline still holds a whole, valid record."""
+    try:
+        row = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return False
+    if not isinstance(row, dict):
+        return False
+    try:
+        EpisodeRecord.from_json(row)
+    except ResultsFormatError:
+        return False
+    return True
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a new file's directory entry durable (POSIX); a no-op where directories cannot be opened."""
+    if os.name != "posix":
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write via a temporary file and rename, so readers never see half a JSON document."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------- run.json
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunInfo:
+    """Provenance of a run: what must not change when it is resumed, and what produced it."""
+
+    config: Mapping[str, Any]  # the resolved configuration (every outcome-affecting field)
+    checkpoint_hash: str | None = None
+    versions: Mapping[str, str] = field(default_factory=dict)  # python, torch, vlaworld, ...
+    sim_stack: Mapping[str, str] = field(default_factory=dict)  # libero, robosuite, mujoco, renderer
+    extra: Mapping[str, Any] = field(default_factory=dict)  # anything else (host, GPU, start time)
+
+
+def write_run_info(run_dir: str | os.PathLike, info: RunInfo) -> Path:
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    doc = {"config": info.config, "checkpoint_hash": info.checkpoint_hash,
+           "versions": info.versions, "sim_stack": info.sim_stack, **info.extra}
+    path = run_dir / RUN_FILE
+    _write_atomic(path, json.dumps(doc, indent=2, sort_keys=True, allow_nan=False) + "\n")
+    return path
+
+
+def read_run_info(run_dir: str | os.PathLike) -> RunInfo | None:
+    """The run's ``run.json``, or None when the directory has none (e.g. runs from other tools)."""
+    path = Path(run_dir) / RUN_FILE
+    if not path.is_file():
+        return None
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(doc, dict) or not isinstance(doc.get("config"), dict):
+        raise ResultsFormatError(f"{path}: expected an object with a 'config' object")
+    known = ("config", "checkpoint_hash", "versions", "sim_stack")
+    return RunInfo(config=doc["config"], checkpoint_hash=doc.get("checkpoint_hash"),
+                   versions=doc.get("versions") or {}, sim_stack=doc.get("sim_stack") or {},
+                   extra={k: v for k, v in doc.items() if k not in known})
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: value}
+
+
+def config_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """Lines ``field: old -> new`` for every (dotted) field that differs, after a JSON round trip."""
+    a = _flatten(json.loads(json.dumps(old)))
+    b = _flatten(json.loads(json.dumps(new)))
+    missing = object()
+    lines = []
+    for name in sorted(set(a) | set(b)):
+        x, y = a.get(name, missing), b.get(name, missing)
+        if x != y:
+            show = lambda v: "(absent)" if v is missing else json.dumps(v)  # noqa: E731
+            lines.append(f"{name}: {show(x)} -> {show(y)}")
+    return lines
+
+
+def check_resume(
+    run_dir: str | os.PathLike,
+    config: Mapping[str, Any],
+    *,
+    checkpoint_hash: str | None = None,
+    sim_stack: Mapping[str, str] | None = None,
+    ignore: Iterable[str] = (),
+) -> RunInfo | None:
+    """Allow resuming ``run_dir`` only with the configuration it was started with.
+
+    Returns the stored RunInfo (None for a fresh directory). Raises ConfigChanged listing every
+    changed field; ``ignore`` names dotted fields allowed to differ (e.g. ``n_envs``). The checkpoint
+    hash and simulator stack are compared too when given.
+    """
+    stored = read_run_info(run_dir)
+    if stored is None:
+        return None
+    old: dict[str, Any] = {"config": stored.config}
+    new: dict[str, Any] = {"config": config}
+    if checkpoint_hash is not None:
+        old["checkpoint_hash"], new["checkpoint_hash"] = stored.checkpoint_hash, checkpoint_hash
+    if sim_stack is not None:
+        old["sim_stack"], new["sim_stack"] = stored.sim_stack, sim_stack
+    skip = {f"config.{name}" for name in ignore} | set(ignore)
+    diff = [line for line in config_diff(old, new) if line.split(":", 1)[0] not in skip]
+    if diff:
+        raise ConfigChanged(
+            f"{Path(run_dir)} was started with a different configuration; resuming would mix "
+            "results of two setups. Changed:\n  " + "\n  ".join(diff)
+            + "\nUse a new --out directory, or rerun with the original settings."
+        )
+    return stored
+
+
+# ---------------------------------------------------------------- summary
+
+
+@dataclass(frozen=True, kw_only=True)
+class Rate:
+    """Success count over the episodes that ran without error, with its Wilson 95 % interval."""
+
+    n: int
+    successes: int
+    errors: int = 0
+
+    @property
+    def rate(self) -> float | None:
+        return self.successes / self.n if self.n else None
+
+    @property
+    def ci95(self) -> tuple[float, float]:
+        return wilson_interval(self.successes, self.n)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"n": self.n, "successes": self.successes, "rate": self.rate,
+                "ci95": list(self.ci95), "errors": self.errors}
+
+
+def rate_of(records: Iterable[EpisodeRecord]) -> Rate:
+    """Errors are counted apart, never as failures."""
+    n = successes = errors = 0
+    for r in records:
+        if r.error is not None:
+            errors += 1
+        else:
+            n += 1
+            successes += bool(r.success)
+    return Rate(n=n, successes=successes, errors=errors)
+
+
+def task_label(record: EpisodeRecord, *, multi_suite: bool) -> str:
+    """The per-task key of reports: ``"3"``, or ``"libero_goal:3"`` when suites are mixed."""
+    return f"{record.suite}:{record.task_id}" if multi_suite else str(record.task_id)
+
+
+def summarize(records: Iterable[EpisodeRecord]) -> dict[str, Any]:
+    """Overall and per-task rates (tasks in numeric order) as a JSON-ready dict."""
+    records = list(records)
+    multi = len({r.suite for r in records}) > 1
+    by_task: dict[str, list[EpisodeRecord]] = {}
+    for r in sorted(records, key=lambda r: (r.suite, r.task_id, r.episode)):
+        by_task.setdefault(task_label(r, multi_suite=multi), []).append(r)
+    return {
+        "suites": sorted({r.suite for r in records}),
+        "overall": rate_of(records).to_json(),
+        "per_task": {k: {"task": rs[0].task, **rate_of(rs).to_json()} for k, rs in by_task.items()},
+    }
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None or math.isnan(x) else f"{100 * x:.1f}"
+
+
+def write_summary(
+    run_dir: str | os.PathLike,
+    records: Iterable[EpisodeRecord],
+    *,
+    throughput: Mapping[str, float] | None = None,
+    notes: Iterable[str] = (),
+) -> tuple[Path, Path]:
+    """Write ``summary.json`` and ``summary.md``; ``throughput`` (e.g. env_steps_per_s) is copied in."""
+    run_dir = Path(run_dir)
+    doc = summarize(records)
+    doc["throughput"] = dict(throughput or {})
+    doc["notes"] = list(notes) + [
+        "Rates exclude episodes with errors (counted under 'errors'). Wilson 95 % intervals cover "
+        "episode sampling only, not training-seed variance."
+    ]
+    json_path, md_path = run_dir / SUMMARY_JSON, run_dir / SUMMARY_MD
+    _write_atomic(json_path, json.dumps(doc, indent=2, allow_nan=False) + "\n")
+    rows = ["| task | successes / n | rate % | 95 % CI | errors | instruction |", "|---|---|---|---|---|---|"]
+    for key, t in doc["per_task"].items():
+        rows.append(f"| {key} | {t['successes']}/{t['n']} | {_pct(t['rate'])} | "
+                    f"{_pct(t['ci95'][0])}–{_pct(t['ci95'][1])} | {t['errors']} | {t['task']} |")
+    o = doc["overall"]
+    rows.append(f"| **all** | **{o['successes']}/{o['n']}** | **{_pct(o['rate'])}** | "
+                f"{_pct(o['ci95'][0])}–{_pct(o['ci95'][1])} | {o['errors']} | |")
+    lines = [f"# Run summary: {run_dir.name}", "", f"Suites: {', '.join(doc['suites'])}", "", *rows, ""]
+    if doc["throughput"]:
+        lines += ["## Throughput", ""] + [f"- {k}: {v:g}" for k, v in doc["throughput"].items()] + [""]
+    lines += ["## Notes", ""] + [f"- {n}" for n in doc["notes"]] + [""]
+    _write_atomic(md_path, "\n".join(lines))
+    return json_path, md_path
