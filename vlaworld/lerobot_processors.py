@@ -18,6 +18,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -44,7 +45,7 @@ _ROLES: dict[str, str] = {
     "normalizer_processor": "normalizer",
     "unnormalizer_processor": "unnormalizer",
 }
-_POST_ROLES = {"unnormalizer", "device", "noop"}
+_ALLOWED = {"pre": set(_ROLES.values()) - {"unnormalizer"}, "post": {"unnormalizer", "device", "noop"}}
 _NEEDED = {"MEAN_STD": ("mean", "std"), "MIN_MAX": ("min", "max"),
            "QUANTILES": ("q01", "q99"), "QUANTILE10": ("q10", "q90")}  # L325-394
 Stats = dict[str, dict[str, torch.Tensor]]  # {"observation.state": {"mean": t, "std": t, ...}}
@@ -132,11 +133,11 @@ class ProcessorSpec:
     preprocessor: Pipeline
     postprocessor: Pipeline
 
-    @property
+    @cached_property
     def normalizer(self) -> NormalizerSpec | None:
         return _normalizer_view(self.preprocessor.find("normalizer_processor"))
 
-    @property
+    @cached_property
     def unnormalizer(self) -> NormalizerSpec | None:
         return _normalizer_view(self.postprocessor.find("unnormalizer_processor"))
 
@@ -191,8 +192,12 @@ def _normalizer_view(step: Step | None) -> NormalizerSpec | None:
     c = step.config
     feats = {k: Feature(type=str(v["type"]), shape=tuple(int(d) for d in v["shape"]))
              for k, v in c.get("features", {}).items()}
-    keys = c.get("normalize_observation_keys")
-    return NormalizerSpec(features=feats, norm_map=dict(c.get("norm_map", {})),
+    keys, norm_map = c.get("normalize_observation_keys"), dict(c.get("norm_map", {}))
+    unknown = {k: v for k, v in norm_map.items() if v != "IDENTITY" and v not in _NEEDED}
+    if unknown:
+        raise CheckpointError(f"{step.registry_name}: unknown normalization modes {unknown}; "
+                              f"known: IDENTITY, {', '.join(_NEEDED)}.")
+    return NormalizerSpec(features=feats, norm_map=norm_map,
                           stats=unflatten_stats(step.state), eps=float(c.get("eps", EPS)),
                           normalize_observation_keys=tuple(keys) if keys is not None else None)
 
@@ -229,13 +234,13 @@ def _read_pipeline(ckpt: Path, path: Path, *, post: bool) -> Pipeline:
     for i, entry in enumerate(raw["steps"]):
         name = entry.get("registry_name")
         role = _ROLES.get(name or "")
-        if role is None or (post and role not in _POST_ROLES):
+        allowed = _ALLOWED["post" if post else "pre"]
+        if role not in allowed:
             what = name or entry.get("class", "<no registry_name>")
             raise CheckpointError(
-                f"{path.name} step {i} '{what}' is not a step vlaworld knows to be safe to skip or able "
-                f"to reproduce at inference (known: {sorted(_ROLES)}; postprocessor: "
-                f"{sorted(k for k, r in _ROLES.items() if r in _POST_ROLES)}). Remove it from the JSON only "
-                "if it does nothing at inference, or add support for it.")
+                f"{path.name} step {i} '{what}' is not a step vlaworld can reproduce or knows to do nothing "
+                f"at inference here (allowed: {sorted(k for k, r in _ROLES.items() if r in allowed)}). Remove "
+                "it from the JSON only if it does nothing at inference, or add support for it.")
         state: dict[str, torch.Tensor] = {}
         if "state_file" in entry:
             state_path = ckpt / entry["state_file"]
@@ -291,6 +296,34 @@ def write_processors(out_dir: str | Path, spec: ProcessorSpec) -> list[Path]:
             json.dump(doc, f, indent=2)  # pipeline.py L394-395: no trailing newline
         written.append(path)
     return written
+
+
+def smolvla_spec(*, input_features: Mapping[str, Feature], output_features: Mapping[str, Feature],
+                 norm_map: Mapping[str, str], tokenizer_name: str, max_length: int = 48,
+                 padding: str = "longest", stats: Stats | None = None, post_stats: Stats | None = None,
+                 rename_map: Mapping[str, str] | None = None, device: str = "cpu",
+                 world: bool = False) -> ProcessorSpec:
+    """The pipelines ``make_smolvla_pre_post_processors`` builds (processor_smolvla.py L69-91), e.g. to
+    save a legacy checkpoint in the current layout. ``world`` adds the plugin's step after to_batch."""
+    def entry(name: str, config: dict[str, Any]) -> dict[str, Any]:
+        return {"registry_name": name, "config": config}
+
+    def norm(name: str, feats: Mapping[str, Feature], st: Stats | None) -> Step:
+        config = {"eps": EPS, "features": {k: {"type": f.type, "shape": list(f.shape)} for k, f in feats.items()},
+                  "norm_map": dict(norm_map)}  # _NormalizationMixin.get_config L231-240
+        return Step(entry=entry(name, config), state=flatten_stats(st or {}))
+
+    tokenizer = {"max_length": max_length, "task_key": "task", "padding_side": "right", "padding": padding,
+                 "truncation": True, "tokenizer_name": tokenizer_name}
+    pre = [entry("rename_observations_processor", {"rename_map": dict(rename_map or {})}),
+           entry("to_batch_processor", {})] + ([entry("world_latents_from_cache", {})] if world else []) + [
+           entry("smolvla_new_line_processor", {}), entry("tokenizer_processor", tokenizer),
+           entry("device_processor", {"device": device, "float_dtype": None})]
+    pre_steps = (*(Step(entry=e) for e in pre), norm("normalizer_processor", {**input_features, **output_features}, stats))
+    post_steps = (norm("unnormalizer_processor", output_features, stats if post_stats is None else post_stats),
+                  Step(entry=entry("device_processor", {"device": "cpu", "float_dtype": None})))
+    return ProcessorSpec(preprocessor=Pipeline(name=PREPROCESSOR, steps=pre_steps),
+                         postprocessor=Pipeline(name=POSTPROCESSOR, steps=post_steps))
 
 
 def flatten_stats(stats: Mapping[str, Mapping[str, Any]]) -> dict[str, torch.Tensor]:
