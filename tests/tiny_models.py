@@ -1,0 +1,115 @@
+"""Tiny SmolVLM/SmolVLA configurations shared by the tests (random weights, fixed seeds)."""
+
+from __future__ import annotations
+
+import torch
+
+from vlaworld.config import Feature, PolicyConfig, VLMConfig
+from vlaworld.models.smolvla import ModelSpec, SmolVLAModel
+from vlaworld.statedict import load_strict
+
+IMAGE = 32  # tiny "512": the resize target and the vision tower's image size
+
+TINY_VLM_JSON = {
+    "model_type": "smolvlm",
+    "scale_factor": 2,
+    "tie_word_embeddings": False,
+    "image_token_id": 90,
+    "vision_config": {
+        "model_type": "smolvlm_vision",
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "patch_size": 8,
+        "image_size": IMAGE,
+    },
+    "text_config": {
+        "model_type": "llama",
+        "hidden_size": 64,
+        "intermediate_size": 96,
+        "num_hidden_layers": 6,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 16,
+        "rms_norm_eps": 1e-5,
+        "vocab_size": 128,
+        "hidden_act": "silu",
+        "rope_theta": 100000.0,
+        "tie_word_embeddings": False,
+        "pad_token_id": 2,
+    },
+}
+
+
+def tiny_policy_config(**overrides) -> PolicyConfig:
+    base = dict(
+        type="smolvla",
+        input_features={
+            "observation.images.image": Feature(type="VISUAL", shape=(3, 16, 16)),
+            "observation.images.image2": Feature(type="VISUAL", shape=(3, 16, 16)),
+            "observation.state": Feature(type="STATE", shape=(8,)),
+        },
+        output_features={"action": Feature(type="ACTION", shape=(7,))},
+        chunk_size=6,
+        n_action_steps=3,
+        max_state_dim=12,
+        max_action_dim=10,
+        resize_imgs_with_padding=(IMAGE, IMAGE),
+        tokenizer_max_length=8,
+        num_steps=4,
+        num_vlm_layers=4,
+    )
+    base.update(overrides)
+    return PolicyConfig(**base)
+
+
+def tiny_spec(**overrides) -> ModelSpec:
+    return ModelSpec(policy=tiny_policy_config(**overrides), vlm=VLMConfig.from_hf(TINY_VLM_JSON))
+
+
+def hf_config():
+    from transformers import SmolVLMConfig
+
+    return SmolVLMConfig(**TINY_VLM_JSON)
+
+
+def reference_and_ours(seed: int = 0, **overrides):
+    """A transformers-based reference with random weights and our model loaded from its state dict."""
+    from tests.reference_smolvla import ReferenceSmolVLA
+
+    spec = tiny_spec(**overrides)
+    p = spec.policy
+    torch.manual_seed(seed)
+    ref = ReferenceSmolVLA(
+        hf_config(),
+        num_vlm_layers=p.num_vlm_layers,
+        width_mult=p.expert_width_multiplier,
+        chunk=p.chunk_size,
+        max_state=p.max_state_dim,
+        max_action=p.max_action_dim,
+        n_every=p.self_attn_every_n_layers,
+        cross=p.attention_mode == "cross_attn",
+        num_expert_layers=p.num_expert_layers,
+        num_steps=p.num_steps,
+    ).eval()
+    with torch.no_grad():  # HF inits norms to 1 and some weights to 0: perturb everything
+        for param in ref.parameters():
+            param.add_(0.05 * torch.randn_like(param))
+    with torch.device("meta"):
+        ours = SmolVLAModel(spec)
+    load_strict(ours, ref.lerobot_state_dict(), source="reference state dict")
+    return ref, ours.eval(), spec
+
+
+def random_inputs(spec: ModelSpec, bsz: int = 2, seed: int = 1):
+    g = torch.Generator().manual_seed(seed)
+    p = spec.policy
+    images = [torch.rand(bsz, 3, IMAGE, IMAGE, generator=g) * 2 - 1 for _ in p.image_features]
+    img_masks = [torch.ones(bsz, dtype=torch.bool) for _ in p.image_features]
+    tokens = torch.randint(0, 128, (bsz, p.tokenizer_max_length), generator=g)
+    tok_masks = torch.ones(bsz, p.tokenizer_max_length, dtype=torch.bool)
+    tok_masks[0, 5:] = False  # a padded row: pads must not move positions or outputs
+    state = torch.randn(bsz, p.max_state_dim, generator=g)
+    noise = torch.randn(bsz, p.chunk_size, p.max_action_dim, generator=g)
+    return images, img_masks, tokens, tok_masks, state, noise
