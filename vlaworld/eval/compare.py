@@ -275,9 +275,11 @@ def verdicts(contrasts: list[Contrast]) -> list[str]:
     by_roles = {(c.a.role, c.b.role): c for c in contrasts}
     out = []
     main = by_roles.get(("E2", "E0"))
+    capacity = by_roles.get(("E1", "E0"))
     out.append("Does E2 beat E0? " + (describe(main) if main else
                "Not answered: no runs were identified as E2 and E0 (name them with --labels E0 E2 …, "
-               "or record config.memory in run.json)."))
+               "or record config.memory in run.json).")
+               + (f" Capacity control (E1 should match E0): {describe(capacity)}" if capacity else ""))
     ablations = [c for (ra, rb), c in by_roles.items() if ra == "E2" and rb and rb.startswith("E2-")]
     if not ablations:
         out.append("Does memory content matter? Not answered: no E2 memory ablations (E2-zero, E2-random) found.")
