@@ -225,7 +225,7 @@ def test_legacy_buffers_are_extracted_and_accounted_for():
     assert lp.check_stats(feats, norm_map, legacy.pre).status == "ok"
     never_set = {"observation.state": {"mean": torch.full((8,), torch.inf), "std": torch.full((8,), torch.inf)}}
     assert lp.check_stats(feats, norm_map, never_set).status == "unmatched"
-    assert not lp.is_finite_stats(never_set) and lp.is_finite_stats(legacy.pre)
+    assert lp.check_stats(feats, {"STATE": "IDENTITY"}, {}).status == "ok"  # nothing to normalise
 
 
 def test_stats_file_formats(tmp_path):
@@ -318,3 +318,18 @@ def test_built_spec_equals_what_lerobot_train_writes(tmp_path, world):
                            device="cuda", world=world)
     lp.write_processors(tmp_path / "out", spec)
     assert _files(tmp_path / "out") == _files(ref)
+
+
+def test_smolvla_base_style_stats_read_from_files_are_unmatched(tmp_path):
+    """lerobot/smolvla_base's state files are keyed ``so100-blue.buffer.action.mean`` (a migration artefact)."""
+    base = {f"{ds}.buffer.{f}": {"mean": torch.zeros(6), "std": torch.ones(6)}
+            for ds in ("so100-blue", "so100-red") for f in ("action", "observation.state")}
+    cfg = layout.smolvla_config(input_features=layout.features(state_dim=6, action_dim=6)[0],
+                                output_features=layout.features(state_dim=6, action_dim=6)[1])
+    ckpt = layout.write_checkpoint(tmp_path / "base", config=cfg, stats=base)
+    norm = lp.read_processors(ckpt).normalizer
+    assert "so100-blue.buffer.observation.state" in norm.stats  # the stat is after the last dot
+    check = lp.check_stats(norm.features, norm.norm_map, norm.stats)
+    assert check.status == "unmatched" and check.missing == ("observation.state", "action")
+    state = torch.randn(1, 6)
+    assert norm.apply("observation.state", state) is state  # what LeRobot silently does

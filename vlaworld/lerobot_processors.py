@@ -36,15 +36,9 @@ EPS = 1e-8  # _NormalizationMixin.eps default (normalize_processor.py L94)
 # to_batch only unsqueezes unbatched inputs; world_latents_from_cache only acts when the batch carries
 # the dataset's `index` (training), it has no config and no state.
 _ROLES: dict[str, str] = {
-    "rename_observations_processor": "rename",
-    "to_batch_processor": "noop",
-    "world_latents_from_cache": "noop",
-    "smolvla_new_line_processor": "newline",
-    "tokenizer_processor": "tokenizer",
-    "device_processor": "device",
-    "normalizer_processor": "normalizer",
-    "unnormalizer_processor": "unnormalizer",
-}
+    "rename_observations_processor": "rename", "to_batch_processor": "noop", "world_latents_from_cache": "noop",
+    "smolvla_new_line_processor": "newline", "tokenizer_processor": "tokenizer", "device_processor": "device",
+    "normalizer_processor": "normalizer", "unnormalizer_processor": "unnormalizer"}
 _ALLOWED = {"pre": set(_ROLES.values()) - {"unnormalizer"}, "post": {"unnormalizer", "device", "noop"}}
 _NEEDED = {"MEAN_STD": ("mean", "std"), "MIN_MAX": ("min", "max"),
            "QUANTILES": ("q01", "q99"), "QUANTILE10": ("q10", "q90")}  # L325-394
@@ -232,6 +226,8 @@ def _read_pipeline(ckpt: Path, path: Path, *, post: bool) -> Pipeline:
         raise CheckpointError(f"{path}: expected {{'name': ..., 'steps': [...]}} as LeRobot writes it.")
     steps = []
     for i, entry in enumerate(raw["steps"]):
+        if not isinstance(entry, dict):
+            raise CheckpointError(f"{path.name} step {i} is not a JSON object: {entry!r}")
         name = entry.get("registry_name")
         role = _ROLES.get(name or "")
         allowed = _ALLOWED["post" if post else "pre"]
@@ -319,7 +315,8 @@ def smolvla_spec(*, input_features: Mapping[str, Feature], output_features: Mapp
            entry("to_batch_processor", {})] + ([entry("world_latents_from_cache", {})] if world else []) + [
            entry("smolvla_new_line_processor", {}), entry("tokenizer_processor", tokenizer),
            entry("device_processor", {"device": device, "float_dtype": None})]
-    pre_steps = (*(Step(entry=e) for e in pre), norm("normalizer_processor", {**input_features, **output_features}, stats))
+    pre_steps = (*(Step(entry=e) for e in pre),
+                 norm("normalizer_processor", {**input_features, **output_features}, stats))
     post_steps = (norm("unnormalizer_processor", output_features, stats if post_stats is None else post_stats),
                   Step(entry=entry("device_processor", {"device": "cpu", "float_dtype": None})))
     return ProcessorSpec(preprocessor=Pipeline(name=PREPROCESSOR, steps=pre_steps),
@@ -409,7 +406,7 @@ def check_stats(features: Mapping[str, Feature], norm_map: Mapping[str, str], st
         sub = stats.get(key, {})
         names = _NEEDED.get(mode, ())
         if not all(n in sub and bool(torch.isfinite(sub[n]).all()) for n in names):
-            missing.append(key)  # absent, incomplete, or the legacy +inf "never set" sentinel
+            missing.append(key)  # absent, incomplete, or legacy's +inf "never set" (normalize.py L57-60)
             continue
         for n in names:
             try:
@@ -418,10 +415,12 @@ def check_stats(features: Mapping[str, Feature], norm_map: Mapping[str, str], st
                 raise CheckpointError(f"Stat '{key}.{n}' has shape {tuple(sub[n].shape)}, which does not "
                                       f"fit feature {key} of shape {features[key].shape}.") from e
     keys = tuple(sorted(stats))
-    if not stats:
+    if not needed:
+        status, msg = "ok", "no feature needs stats"
+    elif not stats:
         status, msg = "missing", ("The checkpoint has no normalisation stats for "
                                   f"{list(needed)}; pass --stats FILE (a dataset's meta/stats.json).")
-    elif len(missing) == len(needed) and needed:
+    elif len(missing) == len(needed):
         status, msg = "unmatched", (f"Normalisation stats are keyed {list(keys)[:6]}..., matching none of "
                                     f"{list(needed)}: these features will NOT be normalised (identity).")
     elif missing:
@@ -512,8 +511,3 @@ def extract_legacy_stats(tensors: Mapping[str, torch.Tensor], features: Mapping[
     return LegacyStats(inputs=groups["normalize_inputs"], targets=groups["normalize_targets"],
                        outputs=groups["unnormalize_outputs"], consumed=tuple(consumed),
                        unmatched=tuple(sorted(unmatched)))
-
-
-def is_finite_stats(stats: Stats) -> bool:
-    """False if any stat is NaN/inf (legacy buffers start at +inf until stats are loaded, L57-60)."""
-    return all(bool(torch.isfinite(t).all()) for sub in stats.values() for t in sub.values())
