@@ -163,7 +163,10 @@ class InjectStats:
         n = int(rows.sum())
         if n == 0:
             return {"gate": float(self.gate), "applied_rows": 0}
-        mean = lambda t: float(t[rows].float().mean())  # noqa: E731
+
+        def mean(t: torch.Tensor) -> float:
+            return float(t[rows].float().mean())
+
         return {
             "gate": float(self.gate),
             "applied_rows": n,
