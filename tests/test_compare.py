@@ -74,7 +74,7 @@ def test_two_runs_hand_computed(tmp_path):
 
     assert "Does E2 beat E0?" in text and "No significant difference detected between E2 and E0" not in text
     assert "No significant difference detected between world and base" in text  # p = 0.125
-    assert "detects about ±" in text and "Benjamini-Hochberg" in text
+    assert "(MDE ≈ " in text and "Benjamini-Hochberg" in text
     assert (tmp_path / "out" / "compare.md").read_text() == text
     png = tmp_path / "out" / "compare.png"
     try:
@@ -213,3 +213,19 @@ def test_compare_imports_without_torch():
             "bad = [m for m in sys.modules if m == 'torch' or m.startswith('vlaworld.models') "
             "or m in ('scipy', 'statsmodels', 'matplotlib')]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+
+
+def test_eval_modules_import_only_numpy_and_stdlib():
+    """Static half of the check above, independent of what ``vlaworld/__init__.py`` imports."""
+    import ast
+
+    allowed_third_party = {"numpy", "matplotlib"}  # matplotlib lazily, inside plot()
+    for name in ("compare", "results", "stats"):
+        tree = ast.parse((ROOT / "vlaworld" / "eval" / f"{name}.py").read_text())
+        for node in ast.walk(tree):
+            mods = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
+            for mod in mods:
+                top = mod.split(".")[0]
+                assert top in sys.stdlib_module_names | allowed_third_party | {"vlaworld"}, (name, mod)
+                assert not mod.startswith("vlaworld.") or mod.startswith("vlaworld.eval."), (name, mod)

@@ -14,6 +14,7 @@ contrasts, and an init-state cluster bootstrap; per-task tests are exploratory, 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import re
 import sys
@@ -116,7 +117,8 @@ def _infer_roles_from_run_json(runs: list[Run]) -> None:
         same_ckpt = [r for r in runs if r.info and e2.info and e2.info.checkpoint_hash
                      and r.info.checkpoint_hash == e2.info.checkpoint_hash and r is not e2]
         for r in same_ckpt:
-            roles[r.name] = f"E2-{mode[r.name]}"
+            if isinstance(mode[r.name], str):
+                roles[r.name] = f"E2-{mode[r.name]}"
         other_zero = [r for r in by_mode("zero") if r.name not in roles]
         if len(other_zero) == 1:
             roles[other_zero[0].name] = "E1"
@@ -124,7 +126,7 @@ def _infer_roles_from_run_json(runs: list[Run]) -> None:
         return  # ambiguous: leave it to labels
     for i, r in enumerate(runs):
         if r.name in roles:
-            runs[i] = Run(**{**r.__dict__, "role": roles[r.name]})
+            runs[i] = dataclasses.replace(r, role=roles[r.name])
 
 
 def align_episodes(runs: list[Run], *, intersect: bool) -> tuple[list[EpisodeKey], list[str]]:
@@ -159,6 +161,23 @@ def align_episodes(runs: list[Run], *, intersect: bool) -> tuple[list[EpisodeKey
         notes.append(f"Warning: the runs used different simulator stacks ({sorted(stacks)}); "
                      "differences may come from the simulator, not the policy.")
     return sorted(shared), notes
+
+
+def consistency_notes(runs: list[Run]) -> list[str]:
+    """Warnings where labels and run.json disagree: an ablation on another checkpoint, or another memory mode."""
+    notes = []
+    e2 = next((r for r in runs if r.role == "E2"), None)
+    for r in runs:
+        if not (r.role and r.info):
+            continue
+        mode, want = r.info.config.get("memory"), {"E0": "none", "E1": "zero", "E2": "pred"}.get(r.role, r.role[3:])
+        if mode is not None and mode != want:
+            notes.append(f"Warning: {r.name} is labelled {r.role} but its run.json says memory={mode!r}.")
+        if (r.role.startswith("E2-") and e2 and e2.info and e2.info.checkpoint_hash and r.info.checkpoint_hash
+                and r.info.checkpoint_hash != e2.info.checkpoint_hash):
+            notes.append(f"Warning: ablation {r.name} used another checkpoint than {e2.name}; "
+                         "memory ablations are meant to reuse the E2 checkpoint.")
+    return notes
 
 
 def plan_contrasts(runs: list[Run], explicit: Sequence[str] = ()) -> tuple[list[tuple[Run, Run]], str]:
@@ -265,13 +284,14 @@ def describe(c: Contrast) -> str:
         if c.ci95_bootstrap[0] <= 0 <= c.ci95_bootstrap[1]:
             s += " The init-state bootstrap interval includes 0, so the evidence is weaker than the per-episode test suggests."
         return s
-    return (f"No significant difference detected between {c.a.label} and {c.b.label}: {effect}; the test "
-            f"detects about ±{100 * c.mde:.1f} pp at this discordance rate (α = 0.05, power 0.8), "
-            "so smaller effects are not ruled out.")
+    return (f"No significant difference detected between {c.a.label} and {c.b.label} (MDE ≈ {100 * c.mde:.1f} pp "
+            f"at this discordance rate, α = 0.05, power 0.8, so smaller effects are not ruled out): {effect}.")
 
 
 def verdicts(contrasts: list[Contrast]) -> list[str]:
     """Answers to the three questions, in words."""
+    if not contrasts:
+        return ["Nothing to compare: give at least two runs."]
     by_roles = {(c.a.role, c.b.role): c for c in contrasts}
     out = []
     main = by_roles.get(("E2", "E0"))
@@ -289,11 +309,13 @@ def verdicts(contrasts: list[Contrast]) -> list[str]:
         down = lambda c: c is not None and c.significant and c.table.diff < 0  # noqa: E731
         if up(zero):
             summary = "Yes: predicted memory beats zero memory, so its content matters."
-        elif down(zero) or down(rand):
+        elif any(down(c) for c in ablations):
             summary = "Predicted memory does worse than an ablation: see below."
-        elif up(rand):
+        elif up(rand) and zero is not None:
             summary = ("Partly: predicted memory is not distinguishable from zero memory but beats random memory, "
-                       "so the policy is hurt by noise, with no evidence that predicted content beats zeros.")
+                       "so noise hurts, with no evidence that predicted content beats zeros.")
+        elif any(up(c) for c in ablations):
+            summary = "Predicted memory beats an ablation (see below), but there is no zero-memory run to isolate content."
         else:
             summary = "No evidence that memory content matters at this sample size."
         out.append("Does memory content matter (pred vs zero vs random)? " + summary + " "
@@ -303,10 +325,11 @@ def verdicts(contrasts: list[Contrast]) -> list[str]:
             for c, task, cell in cells if cell["q_bh"] < ALPHA]
     focus = main or contrasts[0]
     ranked = sorted(focus.per_task.items(), key=lambda kv: kv[1]["diff"])
-    spread = (f"largest point changes in {focus.title}: gain task {ranked[-1][0]} {_pp(ranked[-1][1]['diff'])} pp, "
-              f"loss task {ranked[0][0]} {_pp(ranked[0][1]['diff'])} pp") if ranked else "no per-task data"
+    spread = (f"per-task differences in {focus.title} range from {_pp(ranked[0][1]['diff'])} pp (task {ranked[0][0]}) "
+              f"to {_pp(ranked[-1][1]['diff'])} pp (task {ranked[-1][0]})") if ranked else "no per-task data"
     out.append(f"Which tasks gain or lose? Exploratory per-task exact McNemar tests, Benjamini-Hochberg FDR over "
-               f"all {len(cells)} task × contrast tests: " + ("; ".join(hits) + "." if hits else
+               f"all {len(cells)} task × contrast tests: " + ("; ".join(hits[:12]) + (
+                   f"; and {len(hits) - 12} more (table below)." if len(hits) > 12 else ".") if hits else
                f"no task-level difference survives FDR control at q < 0.05 ({spread}; not significant)."))
     return out
 
@@ -332,7 +355,7 @@ def to_json(runs: list[Run], tables: dict[str, dict[str, Any]], contrasts: list[
         } for c in contrasts],
         "contrast_source": source,
         "notes": notes,
-        "verdicts": verdicts(contrasts) if contrasts else [],
+        "verdicts": verdicts(contrasts),
         "method": {"ci95": "Newcombe (1998) method 10 paired interval",
                    "ci95_bootstrap": f"cluster bootstrap over init states within tasks, {n_resamples} resamples, seed {seed}",
                    "p_mcnemar": "exact two-sided McNemar (binomial on discordant pairs, no mid-p)",
@@ -424,6 +447,7 @@ def compare(paths: Sequence[str | Path], *, out: str | Path | None = None, inter
         raise CompareError("give at least one run directory")
     runs = load_runs(paths, labels)
     keys, notes = align_episodes(runs, intersect=intersect)
+    notes += consistency_notes(runs)
     pairs, source = plan_contrasts(runs, contrasts)
     results = run_contrasts(pairs, keys, n_resamples=n_resamples, seed=seed)
     doc = to_json(runs, run_tables(runs, keys), results, notes, source, n_resamples, seed)

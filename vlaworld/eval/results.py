@@ -125,47 +125,49 @@ def episodes_path(path: str | os.PathLike) -> Path:
     return path if path.suffix == ".jsonl" else path / EPISODES_FILE
 
 
+class _NotJSON(ResultsFormatError):
+    """A line that does not decode: what a write cut short by a kill leaves behind."""
+
+
+def _parse_line(raw: bytes, where: str) -> EpisodeRecord:
+    try:
+        row = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise _NotJSON(f"{where}: not valid JSON ({exc})") from exc
+    if not isinstance(row, dict):
+        raise ResultsFormatError(f"{where}: expected a JSON object, got {type(row).__name__}")
+    return EpisodeRecord.from_json(row, where=where)
+
+
 def read_episodes(path: str | os.PathLike) -> EpisodeLog:
     """Read a run directory's episodes file (or a ``*.jsonl`` file), skipping a torn last line."""
     path = episodes_path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no episodes file at {path}; pass a run directory made by `python -m vlaworld.eval`")
     lines = path.read_bytes().split(b"\n")
-    complete_last = lines[-1] == b""  # file ends in a newline: every line was fully written
-    if complete_last:
+    if lines[-1] == b"":  # the file ends in a newline
         lines.pop()
     torn: str | None = None
     first: dict[EpisodeKey, EpisodeRecord] = {}
     duplicates = 0
     conflicting: dict[EpisodeKey, None] = {}
     for lineno, raw in enumerate(lines, start=1):
-        is_last = lineno == len(lines)
         if not raw.strip():
             continue
         try:
-            row = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            if is_last:
+            record = _parse_line(raw, f"{path}:{lineno}")
+        except _NotJSON as exc:
+            if lineno == len(lines):
                 torn = raw.decode("utf-8", errors="replace")
                 break
-            raise ResultsFormatError(
-                f"{path}:{lineno}: not valid JSON ({exc}); only the last line may be torn. "
-                "Repair or delete that line, then resume."
-            ) from exc
-        if not isinstance(row, dict):
-            raise ResultsFormatError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
-        record = EpisodeRecord.from_json(row, where=f"{path}:{lineno}")
-        kept = first.get(record.key)
-        if kept is None:
-            first[record.key] = record
-        else:
+            raise ResultsFormatError(f"{exc}; only the last line may be torn. Repair or delete that line.") from exc
+        kept = first.setdefault(record.key, record)
+        if kept is not record:
             duplicates += 1
             if kept.success != record.success or (kept.error is None) != (record.error is None):
                 conflicting[record.key] = None
-    log = EpisodeLog(
-        path=path, records=tuple(first.values()), torn_tail=torn,
-        duplicates=duplicates, conflicting=tuple(conflicting),
-    )
+    log = EpisodeLog(path=path, records=tuple(first.values()), torn_tail=torn,
+                     duplicates=duplicates, conflicting=tuple(conflicting))
     for note in log.notes():
         warnings.warn(note, stacklevel=2)
     return log
@@ -189,24 +191,21 @@ class EpisodeWriter:
             _fsync_dir(path.parent)
 
     def _cut_torn_tail(self) -> None:
-        size = self._file.seek(0, os.SEEK_END)
-        if size == 0:
-            return
-        with open(self.path, "rb") as f:
-            data = f.read()
-        if data.endswith(b"\n"):
+        data = self.path.read_bytes()
+        if not data or data.endswith(b"\n"):
             return
         keep = data.rfind(b"\n") + 1
-        if _complete_record(data[keep:]):  # only the newline was lost: keep the record
-            self._file.write(b"\n")
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            return
-        self.dropped_tail = data[keep:].decode("utf-8", errors="replace")
-        self._file.truncate(keep)
+        try:
+            _parse_line(data[keep:], str(self.path))
+        except ResultsFormatError:
+            self.dropped_tail = data[keep:].decode("utf-8", errors="replace")
+            self._file.truncate(keep)
+        else:
+            self._file.write(b"\n")  # only the newline was lost: keep the record
         self._file.flush()
         os.fsync(self._file.fileno())
-        warnings.warn(f"{self.path}: removed a torn last line before appending: {self.dropped_tail[:80]!r}", stacklevel=3)
+        if self.dropped_tail is not None:
+            warnings.warn(f"{self.path}: removed a torn last line before appending: {self.dropped_tail[:80]!r}", stacklevel=3)
 
     def append(self, record: EpisodeRecord) -> None:
         line = json.dumps(record.to_json(), allow_nan=False, ensure_ascii=False) + "\n"
@@ -222,21 +221,6 @@ class EpisodeWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _complete_record(raw: bytes) -> bool:
-    """Whether a line without its newline still holds a whole, valid record."""
-    try:
-        row = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return False
-    if not isinstance(row, dict):
-        return False
-    try:
-        EpisodeRecord.from_json(row)
-    except ResultsFormatError:
-        return False
-    return True
 
 
 def _fsync_dir(directory: Path) -> None:
