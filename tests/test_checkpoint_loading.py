@@ -1,0 +1,204 @@
+"""Loading tiny checkpoints written in LeRobot's exact layout: round trips and every failure mode."""
+
+import json
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import vlaworld
+from tests import lerobot_layout as layout
+from tests.tiny_checkpoint import VLM_REPO, libero_batch, tiny_config_json, write_tiny_checkpoint, write_tiny_vlm
+from tests.tiny_models import TINY_VLM_JSON
+from vlaworld.config import ConfigError, PolicyConfig, VLMConfig
+from vlaworld.hub import ModelFilesNotFound
+from vlaworld.models.smolvla import ModelSpec, SmolVLAModel
+from vlaworld.statedict import CheckpointError
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ckpt")
+    return write_tiny_vlm(root / "vlm"), write_tiny_checkpoint(root / "pretrained_model")
+
+
+def copy_ckpt(files, tmp_path):
+    return shutil.copytree(files[1], tmp_path / "pretrained_model")
+
+
+def test_loads_with_stored_dtypes_and_round_trips(files, tmp_path):
+    vlm, ckpt = files
+    policy = vlaworld.load_policy(ckpt, vlm=vlm)
+    state = policy.model.state_dict()
+    stored = load_file(ckpt / "model.safetensors")
+    assert set(state) == set(stored)
+    assert all(state[k].dtype == stored[k].dtype and torch.equal(state[k], stored[k]) for k in stored)
+    assert state["model.state_proj.weight"].dtype == torch.float32
+    assert state["model.vlm_with_expert.lm_expert.layers.1.self_attn.k_proj.weight"].dtype == torch.float32
+    assert state["model.vlm_with_expert.lm_expert.layers.0.self_attn.k_proj.weight"].dtype == torch.bfloat16
+
+    out = tmp_path / "saved"
+    policy.save_pretrained(out)
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in ckpt.iterdir())
+    for name in ("config.json", "policy_preprocessor.json", "policy_postprocessor.json", "train_config.json"):
+        assert (out / name).read_bytes() == (ckpt / name).read_bytes(), name
+    for name in ("model.safetensors", "policy_preprocessor_step_5_normalizer_processor.safetensors"):
+        a, b = load_file(out / name), load_file(ckpt / name)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) and a[k].dtype == b[k].dtype for k in a)
+
+    again = vlaworld.load_policy(out, vlm=vlm)
+    batch, noise = libero_batch(), torch.randn(2, 6, 10)
+    assert torch.equal(policy.predict_chunk(batch, noise=noise), again.predict_chunk(batch, noise=noise))
+
+
+def test_accepts_training_checkpoint_dir_and_compiled_prefix(files, tmp_path):
+    vlm, _ = files
+    ckpt = copy_ckpt(files, tmp_path)
+    tensors = load_file(ckpt / "model.safetensors")
+    save_file({"model._orig_mod." + k[len("model."):]: v for k, v in tensors.items()}, ckpt / "model.safetensors")
+    policy = vlaworld.load_policy(tmp_path, vlm=vlm)  # the parent of pretrained_model/
+    reference = vlaworld.load_policy(files[1], vlm=vlm)
+    batch, noise = libero_batch(), torch.randn(2, 6, 10)
+    assert torch.equal(policy.predict_chunk(batch, noise=noise), reference.predict_chunk(batch, noise=noise))
+
+
+def test_legacy_stats_inside_weights(files, tmp_path):
+    vlm, _ = files
+    ckpt = copy_ckpt(files, tmp_path)
+    stats = load_file(ckpt / "policy_preprocessor_step_5_normalizer_processor.safetensors")
+    tensors = load_file(ckpt / "model.safetensors")
+    for k in ("mean", "std"):
+        tensors[f"normalize_inputs.buffer_observation_state.{k}"] = stats[f"observation.state.{k}"]
+        tensors[f"unnormalize_outputs.buffer_action.{k}"] = stats[f"action.{k}"].clone()
+        tensors[f"normalize_targets.buffer_action.{k}"] = stats[f"action.{k}"]
+    save_file(tensors, ckpt / "model.safetensors")
+    for p in ckpt.glob("policy_*"):
+        p.unlink()
+    legacy = vlaworld.load_policy(ckpt, vlm=vlm)
+    current = vlaworld.load_policy(files[1], vlm=vlm)
+    batch, noise = libero_batch(), torch.randn(2, 6, 10)
+    assert torch.allclose(legacy.predict_chunk(batch, noise=noise), current.predict_chunk(batch, noise=noise), atol=1e-6)
+    out = tmp_path / "resaved"
+    legacy.save_pretrained(out)
+    assert "normalize_inputs.buffer_observation_state.mean" in load_file(out / "model.safetensors")
+
+
+@pytest.mark.parametrize("problem", ["missing", "unexpected", "shape"])
+def test_strict_key_errors_name_the_keys(files, tmp_path, problem):
+    vlm, _ = files
+    ckpt = copy_ckpt(files, tmp_path)
+    tensors = load_file(ckpt / "model.safetensors")
+    key = "model.vlm_with_expert.lm_expert.layers.2.mlp.up_proj.weight"
+    if problem == "missing":
+        del tensors[key]
+    elif problem == "unexpected":
+        tensors["model.some_new_head.weight"] = torch.zeros(3)
+    else:
+        tensors[key] = torch.zeros(5, 5, dtype=torch.bfloat16)
+    save_file(tensors, ckpt / "model.safetensors")
+    with pytest.raises(CheckpointError) as err:
+        vlaworld.load_policy(ckpt, vlm=vlm)
+    text = str(err.value)
+    expected = {"missing": f"missing keys (1):\n    {key}", "unexpected": "unexpected keys (1):\n    model.some_new_head",
+                "shape": "shape mismatches (1)"}[problem]
+    assert expected in text and "config.json" in text
+
+
+def test_refuses_to_run_without_normalisation_stats(files, tmp_path):
+    vlm, _ = files
+    ckpt = tmp_path / "nostats"
+    write_tiny_checkpoint(ckpt, stats=False)
+    with pytest.raises(CheckpointError, match="--stats FILE"):
+        vlaworld.load_policy(ckpt, vlm=vlm)
+    stats_file = tmp_path / "stats.json"
+    stats_file.write_text(json.dumps({k: {s: v.tolist() for s, v in sub.items()} for k, sub in layout.dataset_stats().items()}))
+    with_stats = vlaworld.load_policy(ckpt, vlm=vlm, stats=stats_file)
+    assert with_stats.config.stats_file == str(stats_file)
+    assert with_stats.predict_chunk(libero_batch()).shape == (2, 6, 7)
+
+
+def test_stats_matching_no_feature_warn_loudly(files, tmp_path, caplog):
+    vlm, _ = files
+    ckpt = tmp_path / "base"
+    write_tiny_checkpoint(ckpt, stats=False)
+    stats_file = tmp_path / "so100.json"
+    stats_file.write_text(json.dumps({"so100-blue.buffer.action": {"mean": [0.0] * 7, "std": [1.0] * 7}}))
+    with caplog.at_level("WARNING"):
+        vlaworld.load_policy(ckpt, vlm=vlm, stats=stats_file)
+    assert "will NOT be normalised" in caplog.text
+
+
+def test_vlm_not_found_names_repo_flag_and_command(files, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty_hf"))
+    with pytest.raises(ModelFilesNotFound) as err:
+        vlaworld.load_policy(files[1])
+    text = str(err.value)
+    assert VLM_REPO in text and "--vlm" in text and f"huggingface-cli download {VLM_REPO}" in text
+    with pytest.raises(ModelFilesNotFound, match="tokenizer.json"):
+        (tmp_path / "half").mkdir()
+        (tmp_path / "half" / "config.json").write_text("{}")
+        vlaworld.load_policy(files[1], vlm=tmp_path / "half")
+
+
+def test_vlm_found_in_offline_hf_cache(files, tmp_path, monkeypatch):
+    vlm, ckpt = files
+    snap = tmp_path / "hf" / "hub" / f"models--{VLM_REPO.replace('/', '--')}" / "snapshots" / "abc123"
+    shutil.copytree(vlm, snap)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    assert vlaworld.load_policy(ckpt).config.vlm_dir == str(snap)
+
+
+@pytest.mark.parametrize(
+    "field, value, match",
+    [
+        ("adapt_to_pi_aloha", True, "Aloha"),
+        ("attention_mode", "flash_attn", "attention_mode"),
+        ("pad_language_to", "left", "pad_language_to"),
+        ("num_stepz", 5, "did you mean num_steps"),
+        ("n_action_steps", 60, "n_action_steps"),
+    ],
+)
+def test_unknown_or_unsupported_config_values_are_errors(field, value, match):
+    cfg = tiny_config_json()
+    cfg[field] = value
+    with pytest.raises(ConfigError, match=match):
+        PolicyConfig.from_lerobot(cfg)
+
+
+def test_smolvla_refuses_world_memory_modes(files):
+    with pytest.raises(ConfigError, match="plain smolvla"):
+        vlaworld.load_policy(files[1], vlm=files[0], memory="pred")
+
+
+def test_real_size_model_has_lerobots_parameter_count():
+    """SmolVLM2-500M-Video-Instruct's config gives lerobot/smolvla_base's 450,046,176 parameters."""
+    vlm_json = {
+        "scale_factor": 4,
+        "vision_config": {"hidden_size": 768, "image_size": 512, "model_type": "smolvlm_vision",
+                          "num_attention_heads": 12, "patch_size": 16},
+        "text_config": {"hidden_size": 960, "intermediate_size": 2560, "num_hidden_layers": 32,
+                        "num_attention_heads": 15, "num_key_value_heads": 5, "head_dim": 64, "rms_norm_eps": 1e-5,
+                        "vocab_size": 49280, "hidden_act": "silu", "rope_theta": 100000},
+    }
+    inputs, outputs = layout.features(cameras=("observation.image", "observation.image2", "observation.image3"),
+                                      state_dim=6, action_dim=6)
+    cfg = layout.smolvla_config(input_features=inputs, output_features=outputs, overrides={"pad_language_to": "max_length"})
+    spec = ModelSpec(policy=PolicyConfig.from_lerobot(cfg), vlm=VLMConfig.from_hf(vlm_json))
+    with torch.device("meta"):
+        model = SmolVLAModel(spec)
+    state = model.state_dict()
+    assert len(state) == 500
+    assert sum(p.numel() for p in model.parameters()) == 450_046_176
+    assert tuple(state["model.vlm_with_expert.lm_expert.layers.1.self_attn.k_proj.weight"].shape) == (320, 320)
+    assert tuple(state["model.vlm_with_expert.lm_expert.layers.0.self_attn.k_proj.weight"].shape) == (320, 720)
+    assert tuple(state["model.vlm_with_expert.lm_expert.layers.0.mlp.gate_proj.weight"].shape) == (2048, 720)
+    assert not any(".layers.16." in k for k in state)
+
+
+def test_tiny_vlm_config_json_is_a_real_smolvlm_config():
+    from transformers import SmolVLMConfig
+
+    hf = SmolVLMConfig(**TINY_VLM_JSON)
+    assert VLMConfig.from_hf(hf.to_dict()).text.head_dim == 16

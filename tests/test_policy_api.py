@@ -1,0 +1,132 @@
+"""The public API: batches in LeRobot feature names, processing as LeRobot's pipeline, the act queue."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import vlaworld
+from tests.tiny_checkpoint import libero_batch, write_tiny_checkpoint, write_tiny_vlm
+from vlaworld.lerobot_processors import read_processors
+from vlaworld.tokenizer import TaskTokenizer, TokenizerSettings
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("policy")
+    return write_tiny_vlm(root / "vlm"), write_tiny_checkpoint(root / "pretrained_model")
+
+
+@pytest.fixture(scope="module")
+def policy(files):
+    return vlaworld.load_policy(files[1], vlm=files[0])
+
+
+def test_predict_chunk_equals_lerobot_pipeline_written_out(files, policy):
+    """Processing written out independently (transformers tokenizer, LeRobot formulas) gives the same chunk."""
+    from transformers import AutoTokenizer
+
+    vlm, ckpt = files
+    batch = libero_batch()
+    noise = torch.randn(2, 6, 10)
+    got = policy.predict_chunk(batch, noise=noise)
+
+    spec = read_processors(ckpt)
+    pre, post = spec.normalizer.stats, spec.unnormalizer.stats
+    images = []
+    for key in ("observation.images.image", "observation.images.image2"):
+        img = torch.from_numpy(batch[key]).permute(0, 3, 1, 2).float() / 255  # (B, 3, 16, 16)
+        img = F.interpolate(img, size=(32, 32), mode="bilinear", align_corners=False)  # square: no padding
+        images.append(img * 2 - 1)
+    state = (torch.from_numpy(batch["observation.state"]) - pre["observation.state"]["mean"]) / (
+        pre["observation.state"]["std"] + 1e-8
+    )
+    state = F.pad(state, (0, 4))
+    tok = AutoTokenizer.from_pretrained(str(vlm))
+    enc = tok([t + "\n" for t in batch["task"]], max_length=8, truncation=True, padding="longest",
+              padding_side="right", return_tensors="pt")
+    head = policy.model.model
+    masks = [torch.ones(2, dtype=torch.bool)] * 2
+    prefix = head.encode_prefix(images, masks, enc["input_ids"], enc["attention_mask"].bool(), state)
+    actions = head.sample_actions(prefix, noise)[:, :, :7]
+    expected = actions * post["action"]["std"] + post["action"]["mean"]
+    assert torch.equal(got, expected)
+
+
+@pytest.mark.parametrize("padding", ["longest", "max_length"])
+@pytest.mark.parametrize("max_length", [4, 8, 20])
+def test_tokenizer_matches_transformers(files, padding, max_length):
+    from transformers import AutoTokenizer
+
+    vlm = files[0]
+    tasks = ["pick up the black bowl next to the ramekin and place it on the plate", "open the top drawer", "put"]
+    ours = TaskTokenizer(vlm, TokenizerSettings(max_length=max_length, padding=padding))
+    ids, mask = ours(tasks)
+    ref = AutoTokenizer.from_pretrained(str(vlm))([t + "\n" for t in tasks], max_length=max_length, truncation=True,
+                                                  padding=padding, padding_side="right", return_tensors="pt")
+    assert torch.equal(ids, ref["input_ids"]) and torch.equal(mask, ref["attention_mask"].bool())
+
+
+def test_uint8_hwc_and_float_chw_images_agree(policy):
+    batch = libero_batch()
+    noise = torch.randn(2, 6, 10)
+    as_float = dict(batch)
+    for key in ("observation.images.image", "observation.images.image2"):
+        as_float[key] = torch.from_numpy(batch[key]).permute(0, 3, 1, 2).float() / 255
+    assert torch.equal(policy.predict_chunk(batch, noise=noise), policy.predict_chunk(as_float, noise=noise))
+
+
+def test_act_hands_out_n_action_steps_then_recomputes_at_the_boundary(policy):
+    batch = libero_batch()
+    n = policy.config.n_action_steps
+    assert n == 3
+    noises = [torch.randn(2, 6, 10) for _ in range(2)]
+    chunks = [policy.predict_chunk(batch, noise=z).numpy() for z in noises]
+    policy.reset()
+    got = []
+    for step in range(2 * n):
+        got.append(policy.act(batch, noise=noises[step // n]))
+    for step in range(2 * n):
+        np.testing.assert_array_equal(got[step], chunks[step // n][:, step % n])
+    policy.reset()
+    np.testing.assert_array_equal(policy.act(batch, noise=noises[1]), chunks[1][:, 0])  # reset empties the queue
+    with pytest.raises(ValueError, match="call reset"):
+        policy.act(libero_batch(bsz=3))
+    policy.reset()
+
+
+def test_n_action_steps_override_is_recorded(files):
+    p = vlaworld.load_policy(files[1], vlm=files[0], n_action_steps=1)
+    assert p.config.n_action_steps == 1
+    with pytest.raises(ValueError, match="n_action_steps"):
+        vlaworld.load_policy(files[1], vlm=files[0], n_action_steps=7)
+
+
+def test_float32_override_matches_upcast_weights(files, policy):
+    p32 = vlaworld.load_policy(files[1], vlm=files[0], dtype="float32")
+    assert p32.config.dtype == "float32"
+    assert all(t.dtype == torch.float32 for t in p32.model.state_dict().values())
+    batch, noise = libero_batch(), torch.randn(2, 6, 10)
+    diff = (p32.predict_chunk(batch, noise=noise) - policy.predict_chunk(batch, noise=noise)).abs().max()
+    assert 0 < diff < 0.5  # bf16 activations differ from fp32 ones, but only by rounding
+
+
+@pytest.mark.parametrize(
+    "mutate, match",
+    [
+        (lambda b: b.pop("observation.images.image2"), "lacks cameras"),
+        (lambda b: b.pop("task"), "task"),
+        (lambda b: b.update({"observation.state": np.zeros((2, 5), np.float32)}), r"\[B, 8\]"),
+        (lambda b: b.update({"observation.images.image": np.zeros((2, 3, 16, 16), np.uint8)}), "channels last"),
+    ],
+)
+def test_bad_batches_get_clear_errors(policy, mutate, match):
+    batch = libero_batch()
+    mutate(batch)
+    with pytest.raises((KeyError, ValueError), match=match):
+        policy.predict_chunk(batch)
+
+
+def test_noise_shape_is_checked(policy):
+    with pytest.raises(ValueError, match="chunk_size, max_action_dim"):
+        policy.predict_chunk(libero_batch(), noise=torch.zeros(2, 6, 7))

@@ -1,0 +1,93 @@
+"""Tiny checkpoints on disk in LeRobot's exact layout, plus a tiny SmolVLM directory (config + tokenizer).
+
+The weights are random, stored with LeRobot's dtype mix (bf16 VLM and expert; fp32 projections and
+cross-attention k/v), and the non-weight files come from ``tests/lerobot_layout.py``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+from tokenizers import Tokenizer, models, pre_tokenizers
+
+from tests import lerobot_layout as layout
+from tests.tiny_models import IMAGE, TINY_VLM_JSON
+from vlaworld.config import PolicyConfig, VLMConfig
+from vlaworld.models.smolvla import ModelSpec, SmolVLAModel
+
+VLM_REPO = "tiny-org/TinySmolVLM"
+SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<fake_token_around_image>", "<global-img>", "<image>"]
+WORDS = ("pick up the black bowl next to ramekin and place it on plate between cookie box stove wooden "
+         "cabinet top drawer of open put in basket alphabet soup cream cheese").split()
+
+
+def write_tiny_vlm(directory: Path) -> Path:
+    """A SmolVLM-layout directory: config.json, tokenizer.json (word-level, pad <|im_end|> = 2), configs."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "config.json").write_text(json.dumps(TINY_VLM_JSON, indent=2))
+    vocab = {tok: i for i, tok in enumerate(SPECIALS)}
+    for ch in ["\n", *WORDS]:
+        vocab.setdefault(ch, len(vocab))
+    vocab["[UNK]"] = len(vocab)
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Split(pattern=" ", behavior="removed")
+    for special in SPECIALS:
+        tok.add_special_tokens([special])
+    tok.save(str(directory / "tokenizer.json"))
+    (directory / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "PreTrainedTokenizerFast", "pad_token": "<|im_end|>", "eos_token": "<|im_end|>",
+        "bos_token": "<|im_start|>", "unk_token": "[UNK]", "truncation_side": "left", "model_max_length": 8192,
+    }))
+    (directory / "special_tokens_map.json").write_text(json.dumps({"pad_token": "<|im_end|>"}))
+    return directory
+
+
+def tiny_config_json(world: bool = False, **overrides) -> dict:
+    inputs, outputs = layout.features(image_shape=(3, 16, 16))
+    base = dict(
+        chunk_size=6, n_action_steps=3, max_state_dim=12, max_action_dim=10, resize_imgs_with_padding=[IMAGE, IMAGE],
+        tokenizer_max_length=8, num_steps=4, num_vlm_layers=4, vlm_model_name=VLM_REPO,
+    )
+    base.update(overrides)
+    make = layout.smolvla_world_config if world else layout.smolvla_config
+    return make(input_features=inputs, output_features=outputs, overrides=base)
+
+
+def lerobot_dtypes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Cast to LeRobot's stored mix: fp32 for model.action_*, model.state_proj and the CA k/v; bf16 else."""
+    out = {}
+    for key, t in state.items():
+        fp32 = key.startswith(("model.action_", "model.state_proj")) or (
+            ".lm_expert." in key and key.endswith(("k_proj.weight", "v_proj.weight")) and t.shape[0] == t.shape[1]
+        )
+        out[key] = t.to(torch.float32 if fp32 else torch.bfloat16).contiguous()
+    return out
+
+
+def write_tiny_checkpoint(directory: Path, *, seed: int = 0, stats: bool = True, config: dict | None = None) -> Path:
+    """A complete ``pretrained_model/`` directory for a tiny smolvla policy."""
+    cfg_json = config or tiny_config_json()
+    pstats = layout.dataset_stats(seed=seed) if stats else None
+    layout.write_checkpoint(directory, config=cfg_json, stats=pstats)
+    spec = ModelSpec(policy=PolicyConfig.from_lerobot(cfg_json), vlm=VLMConfig.from_hf(TINY_VLM_JSON))
+    torch.manual_seed(seed)
+    model = SmolVLAModel(spec)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    save_file(lerobot_dtypes(model.state_dict()), directory / "model.safetensors", metadata={"format": "pt"})
+    return directory
+
+
+def libero_batch(bsz: int = 2, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "observation.images.image": torch.randint(0, 256, (bsz, 16, 16, 3), generator=g, dtype=torch.uint8).numpy(),
+        "observation.images.image2": torch.randint(0, 256, (bsz, 16, 16, 3), generator=g, dtype=torch.uint8).numpy(),
+        "observation.state": torch.randn(bsz, 8, generator=g).numpy(),
+        "task": ["pick up the black bowl and place it on the plate", "open the top drawer of the cabinet"][:bsz]
+        + ["put the cream cheese in the basket"] * max(0, bsz - 2),
+    }

@@ -1,0 +1,182 @@
+"""Read and write LeRobot ``pretrained_model/`` directories unchanged.
+
+A checkpoint is ``config.json`` + ``model.safetensors`` + the processor files (stats, tokenizer
+settings). The VLM's architecture and tokenizer are *not* inside: like LeRobot we read them from
+``vlm_model_name``, but only locally (``--vlm DIR`` or the offline Hugging Face cache).
+Legacy variants accepted: a ``model._orig_mod.`` prefix (a compiled model's save) and lerobot < 0.4
+normalisation buffers inside ``model.safetensors``. Weights are never unpickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from vlaworld import lerobot_processors as lp
+from vlaworld.config import PolicyConfig, VLMConfig
+from vlaworld.hub import find_model_dir
+from vlaworld.statedict import CheckpointError
+
+log = logging.getLogger(__name__)
+
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+COMPILED_PREFIX = "model._orig_mod."  # torch.compile'd saves (smolvla_base@3326b100 era)
+VLM_FILES = ("config.json", "tokenizer.json")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Checkpoint:
+    """Everything read from disk; ``tensors`` keys are already in the model's naming."""
+
+    path: Path
+    raw_config: dict
+    config: PolicyConfig
+    tensors: dict[str, torch.Tensor]
+    processors: lp.ProcessorSpec | None  # None: a lerobot < 0.4 checkpoint
+    legacy_stats: lp.LegacyStats | None
+    legacy_tensors: dict[str, torch.Tensor] = field(default_factory=dict)  # written back on save
+    compiled_prefix: bool = False
+
+    @property
+    def pre_stats(self) -> lp.Stats:
+        if self.processors is not None and self.processors.normalizer is not None:
+            return self.processors.normalizer.stats
+        return self.legacy_stats.pre if self.legacy_stats else {}
+
+
+def resolve_checkpoint_dir(path: str | Path) -> Path:
+    """Accept ``pretrained_model/`` itself or a training checkpoint directory that contains it."""
+    p = Path(path).expanduser()
+    if (p / CONFIG).is_file():
+        return p
+    if (p / "pretrained_model" / CONFIG).is_file():
+        return p / "pretrained_model"
+    if not p.exists():
+        raise CheckpointError(f"Checkpoint directory {p} does not exist.")
+    raise CheckpointError(
+        f"{p} has no {CONFIG}. Pass a LeRobot 'pretrained_model/' directory (it holds config.json, "
+        f"{WEIGHTS} and the policy_*processor files), e.g. outputs/train/RUN/checkpoints/last/pretrained_model."
+    )
+
+
+def read_checkpoint(path: str | Path) -> Checkpoint:
+    """Parse config, weights and processors of a LeRobot checkpoint (no model is built here)."""
+    ckpt = resolve_checkpoint_dir(path)
+    raw = json.loads((ckpt / CONFIG).read_text())
+    config = PolicyConfig.from_lerobot(raw)
+    weights = ckpt / WEIGHTS
+    if not weights.is_file():
+        raise CheckpointError(f"{ckpt} has no {WEIGHTS}. vlaworld reads safetensors only (never pickles).")
+    tensors = read_safetensors(weights)
+    compiled = any(k.startswith(COMPILED_PREFIX) for k in tensors)
+    if compiled:
+        tensors = {("model." + k[len(COMPILED_PREFIX):] if k.startswith(COMPILED_PREFIX) else k): v
+                   for k, v in tensors.items()}
+    features = {k: lp.Feature(type=f.type, shape=f.shape)
+                for k, f in {**config.input_features, **config.output_features}.items()}
+    legacy = lp.extract_legacy_stats(tensors, features)
+    legacy_tensors = {k: tensors.pop(k) for k in legacy.consumed}
+    processors = lp.read_processors(ckpt) if lp.has_processors(ckpt) else None
+    return Checkpoint(
+        path=ckpt, raw_config=raw, config=config, tensors=tensors, processors=processors,
+        legacy_stats=legacy if legacy.consumed else None, legacy_tensors=legacy_tensors,
+        compiled_prefix=compiled,
+    )
+
+
+def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """All tensors of one safetensors file, dtypes as stored."""
+    out = {}
+    with safe_open(str(path), framework="pt") as f:
+        for key in f.keys():
+            out[key] = f.get_tensor(key)
+    return out
+
+
+def checkpoint_hash(path: str | Path) -> str:
+    """sha256 of config.json and model.safetensors: identifies the weights a result came from."""
+    ckpt = resolve_checkpoint_dir(path)
+    h = hashlib.sha256()
+    for name in (CONFIG, WEIGHTS):
+        with open(ckpt / name, "rb") as f:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def find_vlm_dir(repo_id: str, explicit: str | Path | None) -> Path:
+    return find_model_dir(repo_id, explicit, VLM_FILES, "--vlm", "VLM config and tokenizer (vlm_model_name)")
+
+
+def read_vlm_config(vlm_dir: Path) -> VLMConfig:
+    return VLMConfig.from_hf(json.loads((vlm_dir / "config.json").read_text()))
+
+
+def resolve_stats(ckpt: Checkpoint, stats_file: str | Path | None) -> tuple[lp.Stats, lp.Stats, lp.ProcessorSpec]:
+    """Normalisation stats to run with, refusing to run without any (it silently gave 0 % success).
+
+    Returns (pre stats, post stats, processor spec to run and save with).
+    """
+    cfg = ckpt.config
+    spec = ckpt.processors
+    if spec is None:  # lerobot < 0.4: build the pipelines LeRobot would have, from the legacy buffers
+        legacy = ckpt.legacy_stats
+        spec = lp.smolvla_spec(
+            input_features=_lp_features(cfg.input_features), output_features=_lp_features(cfg.output_features),
+            norm_map=cfg.normalization_mapping, tokenizer_name=cfg.vlm_model_name,
+            max_length=cfg.tokenizer_max_length, padding=cfg.pad_language_to,
+            stats=legacy.pre if legacy else None, post_stats=legacy.post if legacy else None,
+            world=cfg.type == "smolvla_world",
+        )
+    if stats_file is not None:
+        override = lp.load_stats_file(stats_file)
+        spec = spec.with_stats(pre=override, post=override)
+    pre = spec.normalizer.stats if spec.normalizer else {}
+    post = spec.unnormalizer.stats if spec.unnormalizer else {}
+    norm_map = spec.normalizer.norm_map if spec.normalizer else cfg.normalization_mapping
+    features = _lp_features({**cfg.input_features, **cfg.output_features})
+    check = lp.check_stats(features, norm_map, {**post, **pre})
+    if check.status == "missing":
+        raise CheckpointError(
+            f"{ckpt.path}: {check.message} Running without them produced 0 % success before; vlaworld "
+            "refuses. Pass --stats FILE (stats=... in load_policy) with the training dataset's stats."
+        )
+    if check.status in ("unmatched", "partial"):
+        log.warning("NORMALISATION STATS PROBLEM in %s: %s", ckpt.path, check.message)
+    return pre, post, spec
+
+
+def _lp_features(features: dict) -> dict[str, lp.Feature]:
+    return {k: lp.Feature(type=f.type, shape=f.shape) for k, f in features.items()}
+
+
+def save_checkpoint(
+    out_dir: str | Path,
+    ckpt: Checkpoint,
+    state_dict: dict[str, torch.Tensor],
+    processors: lp.ProcessorSpec | None,
+) -> None:
+    """Write the LeRobot layout back: config.json, model.safetensors, processor files (+ train_config)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if (ckpt.path / CONFIG).resolve() != (out / CONFIG).resolve():
+        shutil.copyfile(ckpt.path / CONFIG, out / CONFIG)  # byte-identical: the config is never changed
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
+    if ckpt.compiled_prefix:
+        tensors = {(COMPILED_PREFIX + k[len("model."):] if k.startswith("model.") else k): v for k, v in tensors.items()}
+    tensors |= {k: v.contiguous() for k, v in ckpt.legacy_tensors.items()}
+    save_file(tensors, out / WEIGHTS, metadata={"format": "pt"})
+    if ckpt.processors is not None and processors is not None:
+        lp.write_processors(out, processors)
+    train_cfg = ckpt.path / "train_config.json"
+    if train_cfg.is_file() and train_cfg.resolve() != (out / "train_config.json").resolve():
+        shutil.copyfile(train_cfg, out / "train_config.json")
