@@ -167,13 +167,14 @@ def _override(cfg: dict[str, Any], overrides: Mapping[str, Any] | None) -> dict[
 
 def train_config(policy: Mapping[str, Any], *, dataset_repo_id: str = "HuggingFaceVLA/libero",
                  steps: int = 20000, batch_size: int = 32) -> dict[str, Any]:
-    """A minimal but complete ``train_config.json`` (TrainPipelineConfig, configs/train.py L37-79)."""
+    """A minimal but complete ``train_config.json`` (TrainPipelineConfig, configs/train.py L37-79); for a
+    0.4.2 ``policy`` (no ``use_peft``) without the fields 0.4.4 added, and checkpoint_path before rename_map."""
     jitter = {"brightness": (0.8, 1.2), "contrast": (0.8, 1.2), "saturation": (0.5, 1.5), "hue": (-0.05, 0.05)}
     tfs = {k: {"weight": 1.0, "type": "ColorJitter", "kwargs": {k: list(v)}} for k, v in jitter.items()}
     tfs["sharpness"] = {"weight": 1.0, "type": "SharpnessJitter", "kwargs": {"sharpness": [0.5, 1.5]}}
     tfs["affine"] = {"weight": 1.0, "type": "RandomAffine",
                      "kwargs": {"degrees": [-5.0, 5.0], "translate": [0.05, 0.05]}}
-    return {
+    cfg = {
         "dataset": {"repo_id": dataset_repo_id, "root": None, "episodes": None,
                     "image_transforms": {"enable": False, "max_num_transforms": 3, "random_order": False,
                                          "tfs": tfs},
@@ -201,6 +202,12 @@ def train_config(policy: Mapping[str, Any], *, dataset_repo_id: str = "HuggingFa
         "rename_map": {},
         "checkpoint_path": None,
     }
+    if "use_peft" not in policy:
+        for key in ("tolerance_s", "peft", "use_rabc", "rabc_progress_path", "rabc_kappa", "rabc_epsilon",
+                    "rabc_head_mode", "rename_map"):
+            del cfg[key]
+        cfg["rename_map"] = {}
+    return cfg
 
 
 def dataset_stats(*, cameras: Sequence[str] = LIBERO_CAMERAS, state_dim: int = 8, action_dim: int = 7,
@@ -224,7 +231,7 @@ def dataset_stats(*, cameras: Sequence[str] = LIBERO_CAMERAS, state_dim: int = 8
 
 
 def preprocessor_json(config: Mapping[str, Any], *, world: bool = False, with_state: bool = True,
-                      rename_map: Mapping[str, str] | None = None, device: str = "cuda") -> dict[str, Any]:
+                      rename_map: Mapping[str, str] | None = None) -> dict[str, Any]:
     """``policy_preprocessor.json`` for ``config`` (6 steps; 7 with the world plugin's step)."""
     tokenizer = {"max_length": config["tokenizer_max_length"], "task_key": "task", "padding_side": "right",
                  "padding": config["pad_language_to"], "truncation": True,
@@ -238,7 +245,7 @@ def preprocessor_json(config: Mapping[str, Any], *, world: bool = False, with_st
     steps += [
         {"registry_name": "smolvla_new_line_processor", "config": {}},
         {"registry_name": "tokenizer_processor", "config": tokenizer},
-        {"registry_name": "device_processor", "config": {"device": device, "float_dtype": None}},
+        {"registry_name": "device_processor", "config": {"device": config["device"], "float_dtype": None}},
         {"registry_name": "normalizer_processor",
          "config": _norm_config({**config["input_features"], **config["output_features"]}, config)},
     ]
