@@ -20,9 +20,11 @@ settle step, which yields the first observation.
 
 from __future__ import annotations
 
+import atexit
 import gc
 import os
 import string
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -59,6 +61,16 @@ from vlaworld.envs.tasks import LiberoTask, check_suite, load_task
 # Characters allowed in the task text (gymnasium's Text default is alphanumeric only, no spaces).
 TASK_CHARSET = string.ascii_letters + string.digits + string.punctuation + " "
 RESET_OPTIONS = frozenset({"episode"})
+
+# Envs holding a simulator. At exit they are closed before robosuite's atexit eglTerminate (atexit is
+# LIFO and ours is registered after the first GL context), so no EGL errors are printed at teardown.
+_LIVE: weakref.WeakSet[LiberoEnv] = weakref.WeakSet()
+_atexit_registered = False
+
+
+def _close_live_envs() -> None:
+    for env in list(_LIVE):
+        env.close()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -139,11 +151,17 @@ class LiberoEnv(gym.Env):
             size = self.config.image_size
             self._sim = OffScreenRenderEnv(bddl_file_name=self.task.bddl_file, camera_heights=size, camera_widths=size)
             self._sim_pid = os.getpid()
+            _LIVE.add(self)
+            global _atexit_registered
+            if not _atexit_registered:
+                atexit.register(_close_live_envs)
+                _atexit_registered = True
         return self._sim
 
     def close(self) -> None:
         """Free the simulator and its GL context now, while the GL library is still loaded."""
         sim, self._sim = self._sim, None
+        _LIVE.discard(self)
         if sim is not None and self._sim_pid == os.getpid():
             sim.close()
             del sim

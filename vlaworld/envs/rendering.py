@@ -29,7 +29,9 @@ class HeadlessGLError(RuntimeError):
 
 
 def _gl_modules_imported() -> list[str]:
-    return [m for m in ("mujoco", "OpenGL", "robosuite") if m in sys.modules]
+    # robosuite picks its GL context class at import; PyOpenGL fixes its platform at import. A bare
+    # `import mujoco` is harmless: robosuite creates its contexts through its own modules.
+    return [m for m in ("OpenGL", "robosuite") if m in sys.modules]
 
 
 def probe_backend(backend: str) -> str | None:
@@ -64,7 +66,7 @@ def configure_headless_gl() -> str:
         raise HeadlessGLError(
             f"{', '.join(imported)} was imported before the GL backend was chosen, so MUJOCO_GL can no "
             "longer take effect. Call vlaworld.envs.configure_headless_gl() (or set MUJOCO_GL=egl) "
-            "before importing mujoco/robosuite/libero.libero.envs."
+            "before importing robosuite, OpenGL or libero.libero.envs."
         )
     errors = {}
     for backend in BACKENDS:

@@ -1,0 +1,123 @@
+"""The wrapper against raw LIBERO driven by the recipe written out here, independently of vlaworld.
+
+Pixels and state must be identical after reset and after random actions (SPEC §7).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+import vlaworld.envs as ve
+
+pytestmark = pytest.mark.libero
+
+N_RANDOM_STEPS = 5
+CASES = {"libero_spatial": (3, 7), "libero_object": (2, 53)}  # suite: (task_id, episode)
+
+
+def lerobot_axis_angle(quat: np.ndarray) -> np.ndarray:
+    """LeRobot LiberoProcessorStep._quat2axisangle (torch float32), for one xyzw quaternion."""
+    q = torch.as_tensor(quat).to(torch.float32)[None]  # (1, 4)
+    w = q[:, 3].clamp(-1.0, 1.0)
+    den = torch.sqrt(torch.clamp(1.0 - w * w, min=0.0))
+    out = torch.zeros((1, 3))
+    mask = den > 1e-10
+    if mask.any():
+        angle = 2.0 * torch.acos(w[mask])
+        out[mask] = q[mask, :3] / den[mask].unsqueeze(1) * angle.unsqueeze(1)
+    return out[0].numpy()
+
+
+def raw_features(obs: dict) -> dict[str, np.ndarray]:
+    state = torch.cat(
+        [
+            torch.as_tensor(obs["robot0_eef_pos"]),
+            torch.as_tensor(lerobot_axis_angle(obs["robot0_eef_quat"])),
+            torch.as_tensor(obs["robot0_gripper_qpos"]),
+        ]
+    ).float()
+    return {
+        "observation.images.image": obs["agentview_image"][::-1, ::-1],
+        "observation.images.image2": obs["robot0_eye_in_hand_image"][::-1, ::-1],
+        "observation.state": state.numpy(),
+    }
+
+
+def raw_rollout(suite: str, task_id: int, episode: int, actions: np.ndarray, legacy: bool = False):
+    """Raw LIBERO: seed 1000+e, hard reset, init[e % 50], 10 x [0,0,0,0,0,0,-1], then `actions`."""
+    from libero.libero import benchmark, get_libero_path
+    from libero.libero.envs import OffScreenRenderEnv
+
+    bench = benchmark.get_benchmark_dict()[suite]()
+    task = bench.get_task(task_id)
+    init_states = bench.get_task_init_states(task_id)
+    bddl = os.path.join(get_libero_path("bddl_files"), task.problem_folder, task.bddl_file)
+    env = OffScreenRenderEnv(bddl_file_name=bddl, camera_heights=256, camera_widths=256)
+    try:
+        env.seed(1000 + episode)
+        if legacy:  # LeRobot <= 0.4.2: the init state is set, then wiped by the hard reset
+            env.set_init_state(init_states[episode % 50])
+            env.reset()
+        else:
+            env.reset()
+            env.set_init_state(init_states[episode % 50])
+        for _ in range(10):
+            obs, _, _, _ = env.step(np.array([0, 0, 0, 0, 0, 0, -1.0]))
+        frames, states = [raw_features(obs)], [env.get_sim_state()]
+        for action in actions:
+            obs, _, _, _ = env.step(action)
+            frames.append(raw_features(obs))
+            states.append(env.get_sim_state())
+        return frames, states, task.language
+    finally:
+        env.close()
+
+
+def wrapper_rollout(env: ve.LiberoEnv, episode: int, actions: np.ndarray):
+    obs, info = env.reset(options={"episode": episode})
+    frames, states = [obs], [env._sim.get_sim_state()]
+    for action in actions:
+        obs, _, _, _, info = env.step(action)
+        frames.append(obs)
+        states.append(env._sim.get_sim_state())
+    return frames, states
+
+
+def assert_same(wrapped: list[dict], raw: list[dict], sim_w: list, sim_r: list) -> None:
+    assert len(wrapped) == len(raw)
+    for i, (w, r) in enumerate(zip(wrapped, raw)):
+        for key, value in r.items():
+            assert w[key].dtype == value.dtype, (i, key)
+            np.testing.assert_array_equal(w[key], value, err_msg=f"step {i} {key}")
+        np.testing.assert_array_equal(sim_w[i], sim_r[i], err_msg=f"sim state at step {i}")
+
+
+@pytest.mark.parametrize("suite", sorted(CASES))
+def test_wrapper_matches_raw_libero(suite: str) -> None:
+    task_id, episode = CASES[suite]
+    actions = np.random.default_rng(0).uniform(-1, 1, (N_RANDOM_STEPS, 7)).astype(np.float32)
+    raw_frames, raw_states, language = raw_rollout(suite, task_id, episode, actions)
+    env = ve.make(suite, task_id)
+    try:
+        frames, states = wrapper_rollout(env, episode, actions)
+    finally:
+        env.close()
+    assert frames[0]["task"] == language
+    assert_same(frames, raw_frames, states, raw_states)
+
+
+def test_legacy_protocol_matches_raw_lerobot_042() -> None:
+    suite, task_id, episode = "libero_spatial", 5, 4
+    actions = np.random.default_rng(1).uniform(-1, 1, (2, 7)).astype(np.float32)
+    raw_frames, raw_states, _ = raw_rollout(suite, task_id, episode, actions, legacy=True)
+    env = ve.make(suite, task_id, init_protocol="lerobot-0.4.2")
+    try:
+        frames, states = wrapper_rollout(env, episode, actions)
+        assert env._info["init_state"] is None
+    finally:
+        env.close()
+    assert_same(frames, raw_frames, states, raw_states)

@@ -1,0 +1,135 @@
+"""A privileged-state scripted expert for libero_spatial ("pick up the black bowl ... place it on the plate").
+
+It validates the environment and the success accounting with a policy that does succeed, and runs
+without cameras (LiberoEnv.set_render(False)), so its episodes are cheap. It reads the simulator
+state (LiberoEnv.privileged_state(), or info["privileged"] with make(..., privileged_info=True)) and
+acts through the same 7-d interface as a learned policy:
+  [dx, dy, dz] OSC position deltas in the world frame (action 1.0 moves the gripper ~1 cm per step),
+  [dax, day, daz] rotation deltas (world axis-angle), gripper -1 open / +1 close.
+The objects of interest of every libero_spatial task are (bowl, plate), in this order (BDDL
+:obj_of_interest). The Panda's fingers close along world y when the gripper points down, so it grasps
+the bowl's wall on its -y side and carries the bowl so its centre lands on the plate's centre
+(LIBERO's On(bowl, plate) needs contact and < 3 cm between centres).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from vlaworld.envs.constants import ACTION_DIM
+
+GRIPPER_OPEN, GRIPPER_CLOSE = -1.0, 1.0  # robosuite PandaGripper: sign only
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScriptedConfig:
+    """Geometry (metres) measured on akita_black_bowl / plate meshes; gains are per control step."""
+
+    grasp_offset_y: float = -0.043  # bowl wall (radius ~0.033 inner bottom .. 0.047 rim), -y side
+    grasp_height: float = 0.030  # gripper site above the bowl's body origin (its bottom)
+    hover_height: float = 0.12  # approach / carry height above the grasp height
+    place_height: float = 0.012  # bowl origin above plate origin when releasing (resting: ~0.006)
+    pos_gain: float = 60.0  # action per metre of position error (saturates beyond ~1.7 cm)
+    rot_gain: float = 2.0  # action per radian of orientation error
+    reach_tol: float = 0.006  # metres: waypoint reached
+    close_steps: int = 12  # steps holding still while the gripper closes
+    release_steps: int = 10
+    max_phase_steps: int = 80  # a phase that takes longer moves on anyway
+
+
+_PHASES = ("approach", "descend", "close", "lift", "carry", "lower", "release", "retreat")
+
+
+def _rotation_error(target: np.ndarray, current: np.ndarray) -> np.ndarray:
+    """World-frame axis-angle (3,) that rotates `current` (3, 3) onto `target` (3, 3)."""
+    r = target @ current.T
+    cos = np.clip((np.trace(r) - 1.0) / 2.0, -1.0, 1.0)
+    angle = np.arccos(cos)
+    if angle < 1e-6:
+        return np.zeros(3)
+    axis = np.array([r[2, 1] - r[1, 2], r[0, 2] - r[2, 0], r[1, 0] - r[0, 1]]) / (2.0 * np.sin(angle))
+    return axis * angle
+
+
+class ScriptedSpatialExpert:
+    """Waypoint state machine: approach, descend, close, lift, carry, lower, release, retreat."""
+
+    def __init__(self, config: ScriptedConfig | None = None) -> None:
+        self.config = config or ScriptedConfig()
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the episode: call at every env reset."""
+        self.phase = 0
+        self._phase_steps = 0
+        self._orientation: np.ndarray | None = None  # (3, 3) held for the whole episode
+        self._grasp_xy: np.ndarray | None = None
+        self._lift_z: float | None = None  # frozen at the first step, while the bowl rests on the table
+
+    @property
+    def phase_name(self) -> str:
+        return _PHASES[min(self.phase, len(_PHASES) - 1)]
+
+    def act(self, state: Mapping[str, Any]) -> np.ndarray:
+        """(7,) float32 action from a privileged state (LiberoEnv.privileged_state())."""
+        cfg = self.config
+        eef = np.asarray(state["eef_pos"], dtype=np.float64)
+        mat = np.asarray(state["eef_mat"], dtype=np.float64)
+        bowl, plate = (np.asarray(p, dtype=np.float64) for p in state["object_pos"][:2])
+        grasp = bowl + np.array([0.0, cfg.grasp_offset_y, cfg.grasp_height])
+        if self._orientation is None:
+            self._orientation = mat.copy()
+            self._lift_z = float(grasp[2] + cfg.hover_height)
+        lift_z = self._lift_z
+        # Once grasped, steer the bowl itself (it may slip in the fingers): eef moves by the bowl's error.
+        bowl_to_eef = eef - bowl
+        drop_bowl = plate + np.array([0.0, 0.0, cfg.place_height])
+
+        name = self.phase_name
+        gripper = GRIPPER_CLOSE if name in ("close", "lift", "carry", "lower") else GRIPPER_OPEN
+        if name == "approach":
+            target, done = np.array([grasp[0], grasp[1], lift_z]), None
+        elif name == "descend":
+            target, done = grasp, None
+        elif name == "close":
+            target = self._hold(eef)
+            done = self._phase_steps >= cfg.close_steps
+        elif name == "lift":
+            target, done = np.array([*self._hold(eef)[:2], lift_z]), None
+        elif name == "carry":
+            target, done = np.array([*(drop_bowl[:2] + bowl_to_eef[:2]), lift_z]), None
+        elif name == "lower":
+            target, done = drop_bowl + bowl_to_eef, None
+        elif name == "release":
+            target = self._hold(eef)
+            done = self._phase_steps >= cfg.release_steps
+        else:  # retreat: straight up, open; stays here until the episode ends
+            target, done = np.array([*self._hold(eef)[:2], lift_z]), False
+
+        if done is None:
+            done = bool(np.linalg.norm(target - eef) < cfg.reach_tol)
+        if name not in ("close", "release"):
+            self._grasp_xy = None
+        action = np.zeros(ACTION_DIM)
+        action[:3] = np.clip(cfg.pos_gain * (target - eef), -1.0, 1.0)
+        action[3:6] = np.clip(cfg.rot_gain * _rotation_error(self._orientation, mat), -1.0, 1.0)
+        action[6] = gripper
+        self._advance(done)
+        return action.astype(np.float32)
+
+    def _hold(self, eef: np.ndarray) -> np.ndarray:
+        """Position to keep while the gripper closes or opens (frozen at the phase start)."""
+        if self._grasp_xy is None:
+            self._grasp_xy = eef.copy()
+        return self._grasp_xy
+
+    def _advance(self, done: bool) -> None:
+        self._phase_steps += 1
+        if (done or self._phase_steps >= self.config.max_phase_steps) and self.phase < len(_PHASES) - 1:
+            self.phase += 1
+            self._phase_steps = 0
+            self._grasp_xy = None
