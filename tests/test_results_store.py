@@ -108,6 +108,19 @@ def test_schema_violations_name_the_field(tmp_path, field, value, message):
         results.read_episodes(tmp_path)
 
 
+def test_numpy_values_are_stored_as_plain_json(tmp_path):
+    np = pytest.importorskip("numpy")
+    r = EpisodeRecord(suite="libero_spatial", task_id=np.int64(2), task="t", episode=np.int64(5), seed=1005,
+                      init_state=5, success=np.bool_(True), steps=np.int64(80), wall_s=np.float32(2.5),
+                      extra={"memory": {"norm": np.float32(1.5), "per_k": np.arange(3)}})
+    assert r.success is True and type(r.task_id) is int
+    write(tmp_path, [r])
+    back = results.read_episodes(tmp_path).records[0]
+    assert back.key == ("libero_spatial", 2, 5) and back.extra["memory"] == {"norm": 1.5, "per_k": [0, 1, 2]}
+    with pytest.raises(ResultsFormatError, match="'success' must be bool"):
+        rec(0, 0, success=1)
+
+
 def test_missing_fields_and_missing_file(tmp_path):
     (tmp_path / "episodes.jsonl").write_text(json.dumps({"suite": "libero_spatial", "task_id": 0}) + "\n")
     with pytest.raises(ResultsFormatError, match="missing field.*'episode'"):

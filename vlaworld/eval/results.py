@@ -69,6 +69,16 @@ class EpisodeRecord:
     error: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)  # e.g. memory stats; stored at top level
 
+    def __post_init__(self) -> None:
+        for name, types in _FIELDS.items():
+            value = getattr(self, name)
+            if type(value).__module__ == "numpy" and hasattr(value, "item"):  # np.bool_, np.int64 from envs
+                value = value.item()
+                object.__setattr__(self, name, value)
+            if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
+                want = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+                raise ResultsFormatError(f"field {name!r} must be {want}, got {value!r}")
+
     @property
     def key(self) -> EpisodeKey:
         return (self.suite, self.task_id, self.episode)
@@ -87,14 +97,11 @@ class EpisodeRecord:
         missing = [name for name in _FIELDS if name not in row]
         if missing:
             raise ResultsFormatError(f"{where}: missing field(s) {missing}; required: {list(_FIELDS)}")
-        for name, types in _FIELDS.items():
-            value = row[name]
-            bad_bool = isinstance(value, bool) and bool not in types
-            if bad_bool or not isinstance(value, types):
-                want = " or ".join("null" if t is type(None) else t.__name__ for t in types)
-                raise ResultsFormatError(f"{where}: field {name!r} must be {want}, got {value!r}")
         extra = {k: v for k, v in row.items() if k not in _FIELDS}
-        return cls(**{name: row[name] for name in _FIELDS}, extra=extra)
+        try:
+            return cls(**{name: row[name] for name in _FIELDS}, extra=extra)
+        except ResultsFormatError as exc:
+            raise ResultsFormatError(f"{where}: {exc}") from exc
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -208,7 +215,7 @@ class EpisodeWriter:
             warnings.warn(f"{self.path}: removed a torn last line before appending: {self.dropped_tail[:80]!r}", stacklevel=3)
 
     def append(self, record: EpisodeRecord) -> None:
-        line = json.dumps(record.to_json(), allow_nan=False, ensure_ascii=False) + "\n"
+        line = json.dumps(record.to_json(), allow_nan=False, ensure_ascii=False, default=_plain) + "\n"
         self._file.write(line.encode("utf-8"))
         self._file.flush()
         os.fsync(self._file.fileno())
@@ -221,6 +228,13 @@ class EpisodeWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _plain(value: Any) -> Any:
+    """JSON fallback for numpy scalars and arrays in extra fields (memory stats), without importing numpy."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} in an episode record is not JSON serializable; convert it first")
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -69,7 +69,10 @@ def mcnemar_exact(b: int, c: int) -> float:
         raise ValueError(f"discordant counts must be >= 0, got b={b}, c={c}")
     n = b + c
     k = min(b, c)
-    tail = sum(math.comb(n, i) for i in range(k + 1))  # exact integers: P(X <= k) * 2**n
+    term = tail = 1  # exact integers: C(n, i), and P(X <= k) * 2**n
+    for i in range(k):
+        term = term * (n - i) // (i + 1)
+        tail += term
     return min(1.0, 2 * tail / 2**n)
 
 
