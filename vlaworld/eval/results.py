@@ -421,7 +421,10 @@ def write_summary(
 ) -> tuple[Path, Path]:
     """Write ``summary.json`` and ``summary.md``; ``throughput`` (e.g. env_steps_per_s) is copied in."""
     run_dir = Path(run_dir)
+    records = list(records)
     doc = summarize(records)
+    doc["errors"] = [{"suite": r.suite, "task_id": r.task_id, "episode": r.episode, "error": r.error}
+                     for r in records if r.error is not None]
     doc["throughput"] = dict(throughput or {})
     doc["notes"] = list(notes) + [
         "Rates exclude episodes with errors (counted under 'errors'). Wilson 95 % intervals cover "
@@ -439,6 +442,9 @@ def write_summary(
     lines = [f"# Run summary: {run_dir.name}", "", f"Suites: {', '.join(doc['suites'])}", "", *rows, ""]
     if doc["throughput"]:
         lines += ["## Throughput", ""] + [f"- {k}: {v:g}" for k, v in doc["throughput"].items()] + [""]
+    if doc["errors"]:
+        lines += ["## Errors (not counted as failures)", ""] + [
+            f"- task {e['task_id']} episode {e['episode']}: {e['error']}" for e in doc["errors"][:50]] + [""]
     lines += ["## Notes", ""] + [f"- {n}" for n in doc["notes"]] + [""]
     _write_atomic(md_path, "\n".join(lines))
     return json_path, md_path
