@@ -103,8 +103,7 @@ class NormalizerSpec:
         return self.norm_map.get(ft.type, "IDENTITY")
 
     def apply(self, key: str, x: torch.Tensor, *, inverse: bool = False) -> torch.Tensor:
-        fn = unnormalize if inverse else normalize
-        return fn(x, self.stats.get(key, {}), self.mode(key), eps=self.eps)
+        return normalize(x, self.stats.get(key, {}), self.mode(key), eps=self.eps, inverse=inverse)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -214,7 +213,9 @@ def read_processors(ckpt_dir: str | Path) -> ProcessorSpec:
                 f"{path} is missing. A lerobot >= 0.4 checkpoint has both {PREPROCESSOR}.json and "
                 f"{POSTPROCESSOR}.json; a lerobot < 0.4 one has neither (its stats are in model.safetensors).")
         pipes.append(_read_pipeline(ckpt, path, post=name == POSTPROCESSOR))
-    return ProcessorSpec(preprocessor=pipes[0], postprocessor=pipes[1])
+    spec = ProcessorSpec(preprocessor=pipes[0], postprocessor=pipes[1])
+    _ = spec.normalizer, spec.unnormalizer, spec.tokenizer  # validate now: duplicates, unknown modes
+    return spec
 
 
 def _read_pipeline(ckpt: Path, path: Path, *, post: bool) -> Pipeline:
@@ -257,22 +258,12 @@ def pipeline_json(pipe: Pipeline) -> dict[str, Any]:
     """The dict LeRobot dumps: step entries in order, ``state_file`` renamed for the step's index."""
     steps = []
     for i, step in enumerate(pipe.steps):
-        entry = {k: v for k, v in step.entry.items() if k != "state_file"}
-        if step.state:
-            entry = _insert_state_file(entry, f"{_sanitize(pipe.name)}_step_{i}_{step.registry_name}.safetensors")
-        steps.append(entry)
+        # LeRobot's key order: registry_name, config, state_file (L362-389); 0.6's "artifacts" follow.
+        head = {k: v for k, v in step.entry.items() if k in ("registry_name", "class", "config")}
+        tail = {k: v for k, v in step.entry.items() if k not in head and k != "state_file"}
+        state = {"state_file": f"{_sanitize(pipe.name)}_step_{i}_{step.registry_name}.safetensors"}
+        steps.append({**head, **(state if step.state else {}), **tail})
     return {"name": pipe.name, "steps": steps}
-
-
-def _insert_state_file(entry: dict[str, Any], filename: str) -> dict[str, Any]:
-    # LeRobot writes registry_name, config, state_file (L362-389); later keys (0.6's "artifacts") follow.
-    out: dict[str, Any] = {}
-    for k, v in entry.items():
-        out[k] = v
-        if k == "config":
-            out["state_file"] = filename
-    out.setdefault("state_file", filename)
-    return out
 
 
 def write_processors(out_dir: str | Path, spec: ProcessorSpec) -> list[Path]:
@@ -347,24 +338,14 @@ def _stat(stats: Mapping[str, torch.Tensor], name: str, mode: str, x: torch.Tens
 
 
 def normalize(x: torch.Tensor, stats: Mapping[str, torch.Tensor], mode: str, *, eps: float = EPS,
-              legacy_min_max: bool = False) -> torch.Tensor:
+              inverse: bool = False, legacy_min_max: bool = False) -> torch.Tensor:
     """LeRobot ``_apply_transform`` (normalize_processor.py L305-397 @v0.4.4), computed in x's dtype.
 
-    MEAN_STD: (x-mean)/(std+eps). MIN_MAX: 2(x-min)/d-1 with d=max-min, and d=eps only where d==0
-    (L349-360). ``legacy_min_max``: lerobot < 0.4's 2(x-min)/(max-min+1e-8)-1 (policies/normalize.py
-    L173-181 @78b866116^). QUANTILES / QUANTILE10 like MIN_MAX on q01/q99, q10/q90.
+    MEAN_STD: (x-mean)/(std+eps), inverse x*std+mean (no eps, L336-338). MIN_MAX: 2(x-min)/d-1, inverse
+    (x+1)/2*d+min, with d=max-min and d=eps only where d==0 (L349-360); QUANTILES / QUANTILE10 the same
+    on q01/q99, q10/q90. ``legacy_min_max``: lerobot < 0.4's 2(x-min)/(max-min+1e-8)-1 (policies/
+    normalize.py L173-181 @78b866116^). Checked bit-identical to LeRobot 0.4.4 in fp32/bf16/fp64.
     """
-    return _transform(x, stats, mode, eps, inverse=False, legacy_min_max=legacy_min_max)
-
-
-def unnormalize(x: torch.Tensor, stats: Mapping[str, torch.Tensor], mode: str, *, eps: float = EPS,
-                legacy_min_max: bool = False) -> torch.Tensor:
-    """Inverse of ``normalize``: x*std+mean (no eps, L336-337); (x+1)/2*d+min (L356-358)."""
-    return _transform(x, stats, mode, eps, inverse=True, legacy_min_max=legacy_min_max)
-
-
-def _transform(x: torch.Tensor, stats: Mapping[str, torch.Tensor], mode: str, eps: float, *,
-               inverse: bool, legacy_min_max: bool) -> torch.Tensor:
     if mode == "IDENTITY":
         return x
     if mode not in _NEEDED:
@@ -378,6 +359,12 @@ def _transform(x: torch.Tensor, stats: Mapping[str, torch.Tensor], mode: str, ep
         return (x + 1) / 2 * span + lo if inverse else (x - lo) / (span + 1e-8) * 2 - 1
     span = torch.where(span == 0, torch.tensor(eps, device=x.device, dtype=x.dtype), span)
     return (x + 1) / 2 * span + lo if inverse else 2 * (x - lo) / span - 1
+
+
+def unnormalize(x: torch.Tensor, stats: Mapping[str, torch.Tensor], mode: str, *, eps: float = EPS,
+                legacy_min_max: bool = False) -> torch.Tensor:
+    """The inverse of ``normalize`` (LeRobot's ``UnnormalizerProcessorStep``)."""
+    return normalize(x, stats, mode, eps=eps, inverse=True, legacy_min_max=legacy_min_max)
 
 
 @dataclass(frozen=True, kw_only=True)
