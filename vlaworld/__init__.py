@@ -1,6 +1,27 @@
-"""vlaworld: LeRobot SmolVLA policies (and their V-JEPA 2 world modality) in pure PyTorch, on LIBERO."""
+"""vlaworld: LeRobot SmolVLA policies (and their V-JEPA 2 world modality) in pure PyTorch, on LIBERO.
 
-from vlaworld.load import load_policy
-from vlaworld.policy import Policy
+The policy API is imported lazily, so the torch-free parts (``vlaworld.eval.compare``,
+``vlaworld.envs``) import without torch.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from vlaworld.load import load_policy
+    from vlaworld.policy import Policy
 
 __all__ = ["Policy", "load_policy"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "load_policy":
+        from vlaworld.load import load_policy
+
+        return load_policy
+    if name == "Policy":
+        from vlaworld.policy import Policy
+
+        return Policy
+    raise AttributeError(f"module 'vlaworld' has no attribute {name!r}")
