@@ -245,3 +245,14 @@ def test_mixed_suites_key_tasks_by_suite(tmp_path):
     c = doc["contrasts"][0]
     assert (c["a"], c["b"], c["n_pairs"], c["diff"]) == ("y", "x", 16, 0.25)
     assert "| libero_spatial:10 |" in text
+
+
+def test_torn_line_of_a_killed_run_is_reported(tmp_path):
+    a = make_run(tmp_path / "E0", E0)
+    b = make_run(tmp_path / "E2", E2)
+    with open(b / "episodes.jsonl", "a") as f:
+        f.write('{"suite": "libero_spatial", "task_id": 1, "epis')
+    with pytest.warns(UserWarning, match="torn"):
+        doc, text = compare.compare([a, b])
+    assert doc["contrasts"][0]["n_pairs"] == 8
+    assert any("torn last line" in n for n in doc["notes"]) and "torn last line" in text

@@ -372,8 +372,7 @@ def to_markdown(runs: list[Run], doc: dict[str, Any], contrasts: list[Contrast])
         ckpt = (r.info.checkpoint_hash or "")[:12] if r.info else ""
         lines.append(f"| {r.name} | {r.label} | {r.role or ''} | {cfg.get('memory', '')} | {ckpt} | "
                      f"{t['n'] + t['errors']} | {t['errors']} |")
-    notes = doc["notes"] + [n for r in runs for n in r.notes]
-    lines += [""] + [f"> {n}" for n in notes] + ([""] if notes else [])
+    lines += [""] + [f"> {n}" for n in doc["notes"]] + ([""] if doc["notes"] else [])
     lines += ["## Answers", ""] + [f"{i}. {v}" for i, v in enumerate(doc["verdicts"], 1)] + [""]
     tasks = sorted({t for run in doc["runs"].values() for t in run["per_task"]}, key=_task_order)
     lines += ["## Success rates", "", "successes/n, rate % (Wilson 95 % CI); episodes with errors excluded.", "",
@@ -408,16 +407,14 @@ def to_markdown(runs: list[Run], doc: dict[str, Any], contrasts: list[Contrast])
 def plot(runs: list[Run], doc: dict[str, Any], path: Path) -> bool:
     """Per-task success rates with Wilson intervals, one marker series per run; False without matplotlib."""
     try:
-        import matplotlib
+        from matplotlib.figure import Figure  # no pyplot: no global backend or figure state
     except ImportError:
         print("compare: matplotlib is not installed, so no plot was written; "
               "pip install 'vlaworld[report]' (or matplotlib) to get compare.png", file=sys.stderr)
         return False
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     tasks = sorted({t for run in doc["runs"].values() for t in run["per_task"]}, key=_task_order) + ["all"]
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.8 * len(tasks) + 2), 4))
+    fig = Figure(figsize=(max(6.0, 0.8 * len(tasks) + 2), 4))
+    ax = fig.subplots()
     width = 0.8 / max(1, len(runs))
     for i, r in enumerate(runs):
         rows = [doc["runs"][r.name]["overall"] if t == "all" else doc["runs"][r.name]["per_task"].get(t, {"n": 0})
@@ -435,7 +432,6 @@ def plot(runs: list[Run], doc: dict[str, Any], path: Path) -> bool:
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return True
 
 
@@ -447,7 +443,7 @@ def compare(paths: Sequence[str | Path], *, out: str | Path | None = None, inter
         raise CompareError("give at least one run directory")
     runs = load_runs(paths, labels)
     keys, notes = align_episodes(runs, intersect=intersect)
-    notes += consistency_notes(runs)
+    notes += consistency_notes(runs) + [n for r in runs for n in r.notes]
     pairs, source = plan_contrasts(runs, contrasts)
     results = run_contrasts(pairs, keys, n_resamples=n_resamples, seed=seed)
     doc = to_json(runs, run_tables(runs, keys), results, notes, source, n_resamples, seed)
