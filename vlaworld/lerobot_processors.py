@@ -381,10 +381,11 @@ class StatsCheck:
 def check_stats(features: Mapping[str, Feature], norm_map: Mapping[str, str], stats: Stats) -> StatsCheck:
     """Classify ``stats`` for ``features`` (SPEC §4).
 
-    ``missing``: no stats at all -> refuse to run (it gave 0 % success). ``unmatched``: stats exist but
-    match none of the needed features (lerobot/smolvla_base's ``so100-blue.buffer.action``) -> warn
-    loudly and use identity, as LeRobot silently does. ``partial``: some needed features lack stats.
-    A stat whose shape does not broadcast to the feature is a CheckpointError.
+    ``missing``: no usable stats (none at all, or only incomplete / never-set ones) -> refuse to run (it
+    gave 0 % success). ``unmatched``: stats keyed by none of the needed features (lerobot/smolvla_base's
+    ``so100-blue.buffer.action``) -> warn loudly and use identity, as LeRobot silently does (L306).
+    ``partial``: some needed features lack usable stats. A stat that does not broadcast to its feature's
+    shape is a CheckpointError.
     """
     needed = tuple(k for k, f in features.items() if norm_map.get(f.type, "IDENTITY") != "IDENTITY")
     missing = []
@@ -402,18 +403,17 @@ def check_stats(features: Mapping[str, Feature], norm_map: Mapping[str, str], st
                 raise CheckpointError(f"Stat '{key}.{n}' has shape {tuple(sub[n].shape)}, which does not "
                                       f"fit feature {key} of shape {features[key].shape}.") from e
     keys = tuple(sorted(stats))
-    if not needed:
-        status, msg = "ok", "no feature needs stats"
-    elif not stats:
-        status, msg = "missing", ("The checkpoint has no normalisation stats for "
-                                  f"{list(needed)}; pass --stats FILE (a dataset's meta/stats.json).")
-    elif len(missing) == len(needed):
-        status, msg = "unmatched", (f"Normalisation stats are keyed {list(keys)[:6]}..., matching none of "
-                                    f"{list(needed)}: these features will NOT be normalised (identity).")
-    elif missing:
-        status, msg = "partial", f"No usable {', '.join(_NEEDED)} stats for {missing}; stats have {list(keys)}."
-    else:
+    modes = {k: norm_map[features[k].type] for k in missing}
+    if not missing:
         status, msg = "ok", "ok"
+    elif stats and not any(k in stats for k in needed):
+        status, msg = "unmatched", (f"Normalisation stats are keyed {list(keys)[:6]}, matching none of "
+                                    f"{list(needed)}: these features will NOT be normalised (identity).")
+    elif len(missing) == len(needed):
+        status, msg = "missing", (f"No usable normalisation stats for {modes} (absent, incomplete or never "
+                                  "set); pass --stats FILE (a dataset's meta/stats.json).")
+    else:
+        status, msg = "partial", f"No usable stats for {modes}; the stats have {list(keys)}."
     return StatsCheck(status=status, needed=needed, missing=tuple(missing), stats_keys=keys, message=msg)
 
 
