@@ -187,9 +187,8 @@ def test_normalisation_runs_in_the_input_dtype():
 def test_normalizer_spec_apply_uses_feature_type_and_keys(tmp_path):
     ckpt, stats = _ckpt(tmp_path)
     spec = lp.read_processors(ckpt)
-    state = torch.randn(2, 8)
-    torch.testing.assert_close(spec.normalizer.apply("observation.state", state),
-                               (state - stats["observation.state"]["mean"]) / (stats["observation.state"]["std"] + 1e-8))
+    state, s = torch.randn(2, 8), stats["observation.state"]
+    torch.testing.assert_close(spec.normalizer.apply("observation.state", state), (state - s["mean"]) / (s["std"] + 1e-8))
     img = torch.rand(2, 3, 256, 256)
     assert spec.normalizer.apply("observation.images.image", img) is img  # VISUAL: IDENTITY
     a = torch.randn(2, 50, 7)
