@@ -256,3 +256,20 @@ def test_torn_line_of_a_killed_run_is_reported(tmp_path):
         doc, text = compare.compare([a, b])
     assert doc["contrasts"][0]["n_pairs"] == 8
     assert any("torn last line" in n for n in doc["notes"]) and "torn last line" in text
+
+
+@pytest.mark.parametrize("label,memory,role", [
+    ("E0", None, "E0"), ("E0_smolvla_baseline_seed0", None, "E0"), ("E1_world_zero_seed0", None, "E1"),
+    ("E2", None, "E2"), ("E2-pred", None, "E2"), ("E2_world_pred_seed0", None, "E2"), ("E2-zero", None, "E2-zero"),
+    ("e2 random scaled", None, "E2-random_scaled"), ("E2", "shuffle", "E2-shuffle"), ("baseline", "none", None),
+])
+def test_roles_from_labels(label, memory, role):
+    assert compare._role(label, memory) == role
+
+
+def test_duplicate_roles_are_refused(tmp_path):
+    runs = [make_run(tmp_path / n, E0) for n in ("a", "b")]
+    with pytest.raises(CompareError, match="same role"):
+        compare.compare(runs, labels=["E2", "E2-pred"])
+    doc, _ = compare.compare(runs, labels=["E2", "E2-pred"], contrasts=["a:b"])
+    assert doc["contrasts"][0]["a"] == "a"

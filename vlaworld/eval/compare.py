@@ -32,6 +32,7 @@ from vlaworld.eval.results import (
 
 ALPHA = 0.05
 PLANNED = (("E1", "E0"), ("E2", "E0"), ("E2", "E2-zero"), ("E2", "E2-random"))
+MEMORY_MODES = ("random_scaled", "signflip", "shuffle", "random", "zero", "pred", "none")  # SPEC §6, longest first
 
 
 class CompareError(ValueError):
@@ -75,11 +76,16 @@ class Contrast:
 
 
 def _role(label: str, memory: str | None) -> str | None:
-    m = re.fullmatch(r"e(\d+)(?:[\s_\-:/.]+(.+))?", label.strip(), flags=re.IGNORECASE)
+    """``E2-zero``, ``e2 random scaled``, ``E2_world_pred_seed0`` -> E2-zero, E2-random_scaled, E2.
+
+    The memory mode is a known mode word after the experiment number, else run.json's, else pred.
+    """
+    m = re.fullmatch(r"e(\d+)(\W.*|_.*)?", label.strip(), flags=re.IGNORECASE)
     if m is None:
         return None
-    exp, mode = f"E{m.group(1)}", (m.group(2) or memory or "pred").lower().replace("-", "_").replace(" ", "_")
-    return f"E2-{mode}" if exp == "E2" and mode != "pred" else exp
+    words = "_" + re.sub(r"[\W_]+", "_", (m.group(2) or "").lower()) + "_"
+    mode = next((k for k in MEMORY_MODES if f"_{k}_" in words), memory or "pred")
+    return f"E2-{mode}" if m.group(1) == "2" and mode != "pred" else f"E{m.group(1)}"
 
 
 def load_runs(paths: Sequence[str | Path], labels: Sequence[str] | None = None) -> list[Run]:
@@ -186,6 +192,10 @@ def plan_contrasts(runs: list[Run], explicit: Sequence[str] = ()) -> tuple[list[
         return [(_find(runs, s.split(":", 1)[0]), _find(runs, s.split(":", 1)[1])) for s in _checked(explicit)], \
             "given with --contrast"
     by_role = {r.role: r for r in runs if r.role}
+    if len(by_role) != sum(1 for r in runs if r.role):
+        roles = [f"{r.name}={r.role}" for r in runs if r.role]
+        raise CompareError(f"two runs have the same role ({', '.join(roles)}); give distinct --labels, "
+                           "or name the contrasts with --contrast A:B")
     planned = list(PLANNED) + sorted(("E2", k) for k in by_role if k.startswith("E2-") and ("E2", k) not in PLANNED)
     pairs = [(by_role[a], by_role[b]) for a, b in planned if a in by_role and b in by_role]
     if pairs:
