@@ -237,11 +237,13 @@ def test_mixed_suites_key_tasks_by_suite(tmp_path):
             for suite in ("libero_goal", "libero_spatial"):
                 for task in (0, 10):
                     for ep in range(4):
+                        ok = (ep < 2) != (flip and ep == 3)
                         w.append(EpisodeRecord(suite=suite, task_id=task, task="t", episode=ep, seed=1000 + ep,
-                                               init_state=ep, success=(ep < 2) != (flip and ep == 3), steps=1, wall_s=0.1))
+                                               init_state=ep, success=ok, steps=1, wall_s=0.1))
         return tmp_path / name
     doc, text = compare.compare([run("x", False), run("y", True)])
-    assert list(doc["runs"]["x"]["per_task"]) == ["libero_goal:0", "libero_goal:10", "libero_spatial:0", "libero_spatial:10"]
+    assert list(doc["runs"]["x"]["per_task"]) == [
+        "libero_goal:0", "libero_goal:10", "libero_spatial:0", "libero_spatial:10"]
     c = doc["contrasts"][0]
     assert (c["a"], c["b"], c["n_pairs"], c["diff"]) == ("y", "x", 16, 0.25)
     assert "| libero_spatial:10 |" in text

@@ -24,7 +24,8 @@ def write(run_dir, records):
 
 
 def test_round_trip_with_extra_fields(tmp_path):
-    records = [rec(0, 0, memory={"nonfinite_chunks": 0, "gate": 0.015}), rec(0, 1, success=False), rec(1, 0, error="EGL crash")]
+    records = [rec(0, 0, memory={"nonfinite_chunks": 0, "gate": 0.015}), rec(0, 1, success=False),
+               rec(1, 0, error="EGL crash")]
     path = write(tmp_path, records)
     lines = path.read_text().splitlines()
     assert len(lines) == 3

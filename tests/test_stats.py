@@ -171,7 +171,8 @@ def test_bootstrap_counts_repeated_init_states_once():
     rep = lambda x: np.repeat(x, 4)  # noqa: E731
     repeated = stats.cluster_bootstrap_diff(rep(a), rep(b), strata=rep(st), clusters=rep(cl), n_resamples=2000, seed=0)
     assert repeated == pytest.approx(single)
-    naive = stats.cluster_bootstrap_diff(rep(a), rep(b), strata=rep(st), clusters=np.arange(2000), n_resamples=2000, seed=0)
+    naive = stats.cluster_bootstrap_diff(rep(a), rep(b), strata=rep(st), clusters=np.arange(2000),
+                                         n_resamples=2000, seed=0)
     assert naive[1] - naive[0] < 0.6 * (repeated[1] - repeated[0])
 
 

@@ -292,7 +292,8 @@ def describe(c: Contrast) -> str:
         verb = "beats" if t.diff > 0 else "is worse than"
         s = f"{c.a.label} {verb} {c.b.label}: {effect}."
         if c.ci95_bootstrap[0] <= 0 <= c.ci95_bootstrap[1]:
-            s += " The init-state bootstrap interval includes 0, so the evidence is weaker than the per-episode test suggests."
+            s += (" The init-state bootstrap interval includes 0, so the evidence is weaker than the per-episode "
+                  "test suggests.")
         return s
     return (f"No significant difference detected between {c.a.label} and {c.b.label} (MDE ≈ {100 * c.mde:.1f} pp "
             f"at this discordance rate, α = 0.05, power 0.8, so smaller effects are not ruled out): {effect}.")
@@ -325,7 +326,8 @@ def verdicts(contrasts: list[Contrast]) -> list[str]:
             summary = ("Partly: predicted memory is not distinguishable from zero memory but beats random memory, "
                        "so noise hurts, with no evidence that predicted content beats zeros.")
         elif any(up(c) for c in ablations):
-            summary = "Predicted memory beats an ablation (see below), but there is no zero-memory run to isolate content."
+            summary = ("Predicted memory beats an ablation (see below), but there is no zero-memory run to "
+                       "isolate its content.")
         else:
             summary = "No evidence that memory content matters at this sample size."
         out.append("Does memory content matter (pred vs zero vs random)? " + summary + " "
@@ -366,11 +368,14 @@ def to_json(runs: list[Run], tables: dict[str, dict[str, Any]], contrasts: list[
         "contrast_source": source,
         "notes": notes,
         "verdicts": verdicts(contrasts),
-        "method": {"ci95": "Newcombe (1998) method 10 paired interval",
-                   "ci95_bootstrap": f"cluster bootstrap over init states within tasks, {n_resamples} resamples, seed {seed}",
-                   "p_mcnemar": "exact two-sided McNemar (binomial on discordant pairs, no mid-p)",
-                   "p_holm": "Holm-Bonferroni across the contrasts", "per_task.q_bh": "Benjamini-Hochberg FDR across all per-task tests",
-                   "rates": "Wilson 95 %; episodes with errors excluded and counted under 'errors'"},
+        "method": {
+            "ci95": "Newcombe (1998) method 10 paired interval",
+            "ci95_bootstrap": f"cluster bootstrap over init states within tasks, {n_resamples} resamples, seed {seed}",
+            "p_mcnemar": "exact two-sided McNemar (binomial on discordant pairs, no mid-p)",
+            "p_holm": "Holm-Bonferroni across the contrasts",
+            "per_task.q_bh": "Benjamini-Hochberg FDR across all per-task tests",
+            "rates": "Wilson 95 %; episodes with errors excluded and counted under 'errors'",
+        },
     }
 
 

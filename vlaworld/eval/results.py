@@ -212,7 +212,8 @@ class EpisodeWriter:
         self._file.flush()
         os.fsync(self._file.fileno())
         if self.dropped_tail is not None:
-            warnings.warn(f"{self.path}: removed a torn last line before appending: {self.dropped_tail[:80]!r}", stacklevel=3)
+            warnings.warn(f"{self.path}: removed a torn last line before appending: {self.dropped_tail[:80]!r}",
+                          stacklevel=3)
 
     def append(self, record: EpisodeRecord) -> None:
         line = json.dumps(record.to_json(), allow_nan=False, ensure_ascii=False, default=_plain) + "\n"
