@@ -159,6 +159,12 @@ def test_run_info_round_trip_and_resume(tmp_path):
         results.check_resume(tmp_path, config, sim_stack={"mujoco": "3.4.0"})
 
 
+def test_resume_refuses_episodes_without_run_json(tmp_path):
+    write(tmp_path, [rec(0, 0)])
+    with pytest.raises(ConfigChanged, match="no run.json"):
+        results.check_resume(tmp_path, {"memory": "pred"})
+
+
 def test_summary_excludes_errors_and_uses_wilson(tmp_path):
     records = [rec(0, e, success=e < 7) for e in range(10)]  # task 0: 7/10
     records += [rec(1, e, success=e < 2) for e in range(4)] + [rec(1, 4, success=False, error="worker died twice")]

@@ -336,6 +336,11 @@ def check_resume(
     """
     stored = read_run_info(run_dir)
     if stored is None:
+        if episodes_path(run_dir).exists():
+            raise ConfigChanged(
+                f"{Path(run_dir)} holds episodes but no {RUN_FILE}, so its configuration cannot be checked; "
+                "use a new --out directory (or restore run.json)."
+            )
         return None
     old: dict[str, Any] = {"config": stored.config}
     new: dict[str, Any] = {"config": config}
