@@ -19,6 +19,7 @@ CAMERAS = ("observation.images.image", "observation.images.image2")
 @pytest.fixture(scope="module")
 def spatial():
     env = ve.make("libero_spatial", 0)
+    env.reset()  # builds the simulator (robosuite's import-time deprecation warnings happen here)
     yield env
     env.close()
 

@@ -9,7 +9,6 @@ import os
 
 import numpy as np
 import pytest
-import torch
 
 import vlaworld.envs as ve
 
@@ -20,30 +19,23 @@ CASES = {"libero_spatial": (3, 7), "libero_object": (2, 53)}  # suite: (task_id,
 
 
 def lerobot_axis_angle(quat: np.ndarray) -> np.ndarray:
-    """LeRobot LiberoProcessorStep._quat2axisangle (torch float32), for one xyzw quaternion."""
-    q = torch.as_tensor(quat).to(torch.float32)[None]  # (1, 4)
-    w = q[:, 3].clamp(-1.0, 1.0)
-    den = torch.sqrt(torch.clamp(1.0 - w * w, min=0.0))
-    out = torch.zeros((1, 3))
-    mask = den > 1e-10
-    if mask.any():
-        angle = 2.0 * torch.acos(w[mask])
-        out[mask] = q[mask, :3] / den[mask].unsqueeze(1) * angle.unsqueeze(1)
-    return out[0].numpy()
+    """LeRobot LiberoProcessorStep._quat2axisangle in float32, with correctly rounded sqrt/acos."""
+    x, y, z, w = (np.float32(v) for v in quat)
+    w = min(max(w, np.float32(-1)), np.float32(1))
+    den = np.float32(np.sqrt(np.float64(np.float32(1) - w * w)))
+    if not den > 1e-10:
+        return np.zeros(3, np.float32)
+    angle = np.float32(2) * np.float32(np.arccos(np.float64(w)))
+    return np.array([x / den * angle, y / den * angle, z / den * angle], np.float32)
 
 
 def raw_features(obs: dict) -> dict[str, np.ndarray]:
-    state = torch.cat(
-        [
-            torch.as_tensor(obs["robot0_eef_pos"]),
-            torch.as_tensor(lerobot_axis_angle(obs["robot0_eef_quat"])),
-            torch.as_tensor(obs["robot0_gripper_qpos"]),
-        ]
-    ).float()
+    pos = np.asarray(obs["robot0_eef_pos"]).astype(np.float32)
+    grip = np.asarray(obs["robot0_gripper_qpos"]).astype(np.float32)
     return {
         "observation.images.image": obs["agentview_image"][::-1, ::-1],
         "observation.images.image2": obs["robot0_eye_in_hand_image"][::-1, ::-1],
-        "observation.state": state.numpy(),
+        "observation.state": np.concatenate([pos, lerobot_axis_angle(obs["robot0_eef_quat"]), grip]),
     }
 
 

@@ -44,6 +44,9 @@ CAMERAS: dict[str, str] = {
 STATE_KEY = "observation.state"
 TASK_KEY = "task"
 STATE_DIM = 8  # eef_pos(3) | axis-angle(3) | gripper_qpos(2), LiberoProcessorStep L62-81
+# Loose finite bounds of every state entry (gymnasium's checker rejects infinite ones): positions are
+# world metres within ~2 m of the origin, axis-angle norms are <= 2*pi, gripper qpos < 0.05 m.
+STATE_BOUND = 10.0
 
 # Actions: OSC_POSE delta, [-1, 1]^7 (LiberoEnv.action_space, libero.py L211-213).
 ACTION_DIM = 7

@@ -48,6 +48,7 @@ from vlaworld.envs.constants import (
     ROBOSUITE_HORIZON,
     SEED_BASE,
     SETTLE_STEPS,
+    STATE_BOUND,
     STATE_DIM,
     STATE_KEY,
     TASK_KEY,
@@ -106,7 +107,7 @@ def observation_space(image_size: int) -> spaces.Dict:
     return spaces.Dict(
         {
             **{feature: image for feature in CAMERAS.values()},
-            STATE_KEY: spaces.Box(-np.inf, np.inf, (STATE_DIM,), np.float32),
+            STATE_KEY: spaces.Box(-STATE_BOUND, STATE_BOUND, (STATE_DIM,), np.float32),
             TASK_KEY: spaces.Text(max_length=TASK_TEXT_MAX_LENGTH, min_length=1, charset=TASK_CHARSET),
         }
     )

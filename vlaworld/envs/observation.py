@@ -19,13 +19,17 @@ def quat2axisangle(quat: np.ndarray) -> np.ndarray:
     """(4,) xyzw quaternion -> (3,) axis-angle, LeRobot's float32 formula.
 
     w is clamped to [-1, 1]; den = sqrt(max(1 - w², 0)); aa = xyz / den * 2 acos(w), or 0 when den <= 1e-10.
+    Same float32 operations in the same order as LeRobot, but with correctly rounded sqrt and acos:
+    torch's float32 sqrt/acos on CPU (AVX512 here) are off by 1 ulp in ~20 % / ~9 % of inputs, so
+    LeRobot's own values depend on the machine. We stay within 4 ulp of them (test_envs_units.py).
     """
     q = np.asarray(quat, dtype=np.float32)
     w = np.clip(q[3], np.float32(-1.0), np.float32(1.0))
     den = np.sqrt(np.maximum(np.float32(1.0) - w * w, np.float32(0.0)))
     if den <= _AXIS_ANGLE_EPS:
         return np.zeros(3, dtype=np.float32)
-    angle = np.float32(2.0) * np.arccos(w)
+    # acos in float64, then rounded: numpy's float32 arccos is off by an ulp in ~1/3 of cases.
+    angle = np.float32(2.0) * np.float32(np.arccos(np.float64(w)))
     return (q[:3] / den * angle).astype(np.float32)  # (3,), same operation order as LeRobot
 
 
