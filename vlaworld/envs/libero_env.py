@@ -296,7 +296,7 @@ class LiberoEnv(gym.Env):
     def privileged_state(self) -> dict[str, Any]:
         """Current simulator state (not the observation, which robosuite samples early in a step).
 
-        Keys: eef_pos (3,), eef_mat (3, 3), gripper_qpos (2,), object_names (objects of interest,
+        Keys: base_pos (3,) robot base, eef_pos (3,), eef_mat (3, 3), gripper_qpos (2,), object_names (objects of interest,
         BDDL order), object_pos (n, 3), object_quat (n, 4, wxyz as MuJoCo stores it).
         """
         if self._sim is None:
@@ -308,6 +308,7 @@ class LiberoEnv(gym.Env):
         body_ids = [env.obj_body_id[n] for n in names]
         xmat = data.site_xmat[robot.eef_site_id].reshape(3, 3)
         return {
+            "base_pos": np.array(data.body_xpos[env.sim.model.body_name2id(robot.robot_model.root_body)]),
             "eef_pos": np.array(data.site_xpos[robot.eef_site_id]),
             "eef_mat": np.array(xmat),
             "gripper_qpos": np.array(data.qpos[robot._ref_gripper_joint_pos_indexes]),

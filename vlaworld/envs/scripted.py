@@ -7,9 +7,11 @@ acts through the same 7-d interface as a learned policy:
   [dx, dy, dz] OSC position deltas in the world frame (action 1.0 moves the gripper ~1 cm per step),
   [dax, day, daz] rotation deltas (world axis-angle), gripper -1 open / +1 close.
 The objects of interest of every libero_spatial task are (bowl, plate), in this order (BDDL
-:obj_of_interest). The Panda's fingers close along world y when the gripper points down, so it grasps
-the bowl's wall on its -y side and carries the bowl so its centre lands on the plate's centre
-(LIBERO's On(bowl, plate) needs contact and < 3 cm between centres).
+:obj_of_interest). It grasps the bowl's wall on the side facing the robot base (far bowls are near
+the arm's reach limit), first turning the gripper about the vertical so that the fingers, which
+close along world y in the start pose, close along the bowl's radius there. It then steers the bowl
+itself (it may slip in the fingers) until its centre touches down on the plate's centre (LIBERO's
+On(bowl, plate) needs contact and < 3 cm between centres).
 """
 
 from __future__ import annotations
@@ -29,19 +31,26 @@ GRIPPER_OPEN, GRIPPER_CLOSE = -1.0, 1.0  # robosuite PandaGripper: sign only
 class ScriptedConfig:
     """Geometry (metres) measured on akita_black_bowl / plate meshes; gains are per control step."""
 
-    grasp_offset_y: float = -0.043  # bowl wall (radius ~0.033 inner bottom .. 0.047 rim), -y side
+    grasp_radius: float = 0.043  # bowl wall (radius ~0.033 inner bottom .. 0.047 rim)
     grasp_height: float = 0.030  # gripper site above the bowl's body origin (its bottom)
     hover_height: float = 0.12  # approach / carry height above the grasp height
     place_height: float = 0.012  # bowl origin above plate origin when releasing (resting: ~0.006)
     pos_gain: float = 60.0  # action per metre of position error (saturates beyond ~1.7 cm)
     rot_gain: float = 2.0  # action per radian of orientation error
     reach_tol: float = 0.006  # metres: waypoint reached
+    turn_tol: float = 0.08  # radians: orientation reached before descending
     close_steps: int = 12  # steps holding still while the gripper closes
     release_steps: int = 10
     max_phase_steps: int = 80  # a phase that takes longer moves on anyway
 
 
 _PHASES = ("approach", "descend", "close", "lift", "carry", "lower", "release", "retreat")
+
+
+def _yaw(angle: float) -> np.ndarray:
+    """(3, 3) rotation about world z."""
+    c, s = np.cos(angle), np.sin(angle)
+    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
 
 
 def _rotation_error(target: np.ndarray, current: np.ndarray) -> np.ndarray:
@@ -66,7 +75,8 @@ class ScriptedSpatialExpert:
         """Forget the episode: call at every env reset."""
         self.phase = 0
         self._phase_steps = 0
-        self._orientation: np.ndarray | None = None  # (3, 3) held for the whole episode
+        self._orientation: np.ndarray | None = None  # (3, 3) target, fixed at the first step
+        self._grasp_offset: np.ndarray | None = None  # (3,) grasp point relative to the bowl origin
         self._grasp_xy: np.ndarray | None = None
         self._lift_z: float | None = None  # frozen at the first step, while the bowl rests on the table
 
@@ -80,10 +90,9 @@ class ScriptedSpatialExpert:
         eef = np.asarray(state["eef_pos"], dtype=np.float64)
         mat = np.asarray(state["eef_mat"], dtype=np.float64)
         bowl, plate = (np.asarray(p, dtype=np.float64) for p in state["object_pos"][:2])
-        grasp = bowl + np.array([0.0, cfg.grasp_offset_y, cfg.grasp_height])
         if self._orientation is None:
-            self._orientation = mat.copy()
-            self._lift_z = float(grasp[2] + cfg.hover_height)
+            self._plan(state, mat, bowl)
+        grasp = bowl + self._grasp_offset
         lift_z = self._lift_z
         # Once grasped, steer the bowl itself (it may slip in the fingers): eef moves by the bowl's error.
         bowl_to_eef = eef - bowl
@@ -110,16 +119,33 @@ class ScriptedSpatialExpert:
         else:  # retreat: straight up, open; stays here until the episode ends
             target, done = np.array([*self._hold(eef)[:2], lift_z]), False
 
+        rot_error = _rotation_error(self._orientation, mat)
         if done is None:
             done = bool(np.linalg.norm(target - eef) < cfg.reach_tol)
+            if name == "approach":
+                done = done and bool(np.linalg.norm(rot_error) < cfg.turn_tol)
         if name not in ("close", "release"):
             self._grasp_xy = None
         action = np.zeros(ACTION_DIM)
         action[:3] = np.clip(cfg.pos_gain * (target - eef), -1.0, 1.0)
-        action[3:6] = np.clip(cfg.rot_gain * _rotation_error(self._orientation, mat), -1.0, 1.0)
+        action[3:6] = np.clip(cfg.rot_gain * rot_error, -1.0, 1.0)
         action[6] = gripper
         self._advance(done)
         return action.astype(np.float32)
+
+    def _plan(self, state: Mapping[str, Any], mat: np.ndarray, bowl: np.ndarray) -> None:
+        """Grasp side (towards the robot base), gripper yaw for it, and the carry height."""
+        cfg = self.config
+        toward = np.asarray(state["base_pos"], dtype=np.float64)[:2] - bowl[:2]
+        toward /= np.linalg.norm(toward)
+        # Fingers close along the grip site's x axis (measured: the finger bodies separate along it);
+        # turn it (yaw) onto the radius `toward`, by the smaller angle that does (fingers are symmetric).
+        closing = mat[:2, 0]
+        angle = np.arctan2(toward[1], toward[0]) - np.arctan2(closing[1], closing[0])
+        angle = (angle + np.pi / 2) % np.pi - np.pi / 2
+        self._orientation = _yaw(angle) @ mat
+        self._grasp_offset = np.array([*(cfg.grasp_radius * toward), cfg.grasp_height])
+        self._lift_z = float(bowl[2] + cfg.grasp_height + cfg.hover_height)
 
     def _hold(self, eef: np.ndarray) -> np.ndarray:
         """Position to keep while the gripper closes or opens (frozen at the phase start)."""
