@@ -1,0 +1,199 @@
+"""Cheap stand-ins for the evaluator's tests: an env with LiberoEnv's interface and a chunk policy.
+
+StandinEnv: a point moving towards a per-task goal; it succeeds within reach, truncates at max_steps.
+Images are tiny and encode the observation index (t % 250 + 1), all-zero when cameras are off, so the
+policy can check that every frame it reads was rendered and is the right one. Faults (raise or hard
+exit at a given step, a given number of times across processes) exercise the worker restarts.
+
+StandinPolicy: actions from the state plus each episode's own generator noise, so outcomes depend
+on the noise and a batching or seeding bug shows up as a changed result.
+
+``python -m tests.standins OUT ...`` runs the evaluator on them (the kill test's subprocess).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vlaworld.eval.episode import EpisodeId, chunk_noise, episode_generator, episode_list
+from vlaworld.eval.worker import ObservationNeeds
+
+IMG = 8
+IMAGE_KEYS = ("observation.images.image", "observation.images.image2")
+DEFAULT_MAX_STEPS = 40
+REACH = 0.15
+
+
+@dataclass(frozen=True)
+class _Task:
+    language: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Fault:
+    task_id: int
+    episode: int
+    mode: str  # "raise" (exception -> WorkerFailed) or "exit" (os._exit: the process dies)
+    times: int = 1  # fail on the first `times` attempts
+    at_step: int = 3
+
+
+class StandinEnv:
+    def __init__(self, suite: str, task_id: int, *, max_steps: int | None, cameras: bool,
+                 faults: Sequence[Fault], marker_dir: str | None, step_sleep: float) -> None:
+        self.suite, self.task_id = suite, task_id
+        self.task = _Task(language=f"standin task {task_id}")
+        self.max_steps = max_steps or DEFAULT_MAX_STEPS
+        self.cameras = cameras
+        self.faults = faults
+        self.marker_dir = marker_dir
+        self.step_sleep = step_sleep
+        self.goal = np.random.default_rng([7, task_id]).uniform(-1, 1, 3)
+
+    def set_render(self, cameras: bool) -> None:
+        self.cameras = bool(cameras)
+
+    def reset(self, *, seed: int | None = None, options: Mapping[str, Any] | None = None):
+        self.episode = int((options or {}).get("episode", 0))
+        self.p = np.random.default_rng([task_seed(self.task_id), self.episode % 50]).uniform(-1, 1, 3)
+        self.t = 0
+        self.info = {"is_success": False, "episode": self.episode, "seed": 1000 + self.episode,
+                     "init_state": self.episode % 50, "steps": 0}
+        self._log("start")
+        return self._obs(), dict(self.info)
+
+    def _obs(self) -> dict[str, Any]:
+        value = (self.t % 250 + 1) if self.cameras else 0
+        obs: dict[str, Any] = {k: np.full((IMG, IMG, 3), value, np.uint8) for k in IMAGE_KEYS}
+        obs["observation.state"] = np.concatenate([self.p, self.goal, [0.0, 0.0]]).astype(np.float32)
+        obs["task"] = self.task.language
+        return obs
+
+    def step(self, action: np.ndarray):
+        self.t += 1
+        self._maybe_fail()
+        if self.step_sleep:
+            time.sleep(self.step_sleep)
+        self.p = self.p + 0.1 * np.clip(np.asarray(action, np.float64)[:3], -1, 1)
+        success = bool(np.linalg.norm(self.p - self.goal) < REACH)
+        truncated = not success and self.t >= self.max_steps
+        self.info.update(is_success=success, steps=self.t)
+        if success or truncated:
+            self._log("end")
+        return self._obs(), float(success), success, truncated, dict(self.info)
+
+    def _maybe_fail(self) -> None:
+        for fault in self.faults:
+            if (fault.task_id, fault.episode, fault.at_step) != (self.task_id, self.episode, self.t):
+                continue
+            marker = Path(self.marker_dir) / f"fault_{self.task_id}_{self.episode}"
+            count = int(marker.read_text()) if marker.exists() else 0
+            if count >= fault.times:
+                continue
+            marker.write_text(str(count + 1))
+            if fault.mode == "exit":
+                os._exit(3)
+            raise RuntimeError(f"standin fault in task {self.task_id} episode {self.episode}")
+
+    def _log(self, what: str) -> None:
+        if self.marker_dir is not None:
+            with open(Path(self.marker_dir) / "timeline.txt", "a") as f:
+                f.write(f"{os.getpid()} {what} {self.task_id} {self.episode} {time.monotonic():.6f}\n")
+
+    def privileged_state(self) -> dict[str, Any]:
+        return {"p": self.p.copy(), "goal": self.goal.copy()}
+
+    def close(self) -> None:
+        pass
+
+
+def task_seed(task_id: int) -> int:
+    return 11 + task_id
+
+
+@dataclass(frozen=True, kw_only=True)
+class StandinFactory:
+    """Picklable env factory with vlaworld.envs.make's signature."""
+
+    faults: tuple[Fault, ...] = ()
+    marker_dir: str | None = None
+    step_sleep: float = 0.0
+
+    def __call__(self, suite: str, task_id: int, *, init_protocol: str, max_steps: int | None,
+                 cameras: bool, privileged_info: bool) -> StandinEnv:
+        return StandinEnv(suite, task_id, max_steps=max_steps, cameras=cameras, faults=self.faults,
+                          marker_dir=self.marker_dir, step_sleep=self.step_sleep)
+
+
+class StandinPolicy:
+    """ChunkPolicy: steer to the goal in the state, plus identity-seeded noise; checks what it reads."""
+
+    chunk_size = 6
+    n_action_steps = 4
+    needs = ObservationNeeds(cameras=True, world_frames=2, world_camera=IMAGE_KEYS[0])
+
+    def __init__(self, seed: int = 0, noise_scale: float = 1.5) -> None:
+        self.seed, self.noise_scale = seed, noise_scale
+        self.generators: dict[EpisodeId, Any] = {}
+        self.batch_sizes: list[int] = []
+
+    def begin_episode(self, episode: EpisodeId) -> None:
+        self.generators[episode] = episode_generator(episode, self.seed)
+
+    def predict(self, episodes: Sequence[EpisodeId], observations: Sequence[Mapping[str, Any]]) -> list[np.ndarray]:
+        self.batch_sizes.append(len(episodes))
+        noise = chunk_noise([self.generators[e] for e in episodes], self.chunk_size, 7).numpy()
+        out = []
+        for obs, eps in zip(observations, noise, strict=True):
+            t = int(obs["observation.images.image"][0, 0, 0]) - 1  # the image encodes the obs index
+            assert t >= 0, "the policy read a frame that was not rendered"
+            frames = obs["observation.world_frames"][:, 0, 0, 0].astype(int) - 1
+            assert frames.tolist() == [max(t - 1, 0), t], f"world frames {frames} at observation {t}"
+            state = np.asarray(obs["observation.state"], np.float64)
+            steer = np.clip(3.0 * (state[3:6] - state[:3]), -1, 1)
+            actions = np.zeros((self.chunk_size, 7), np.float32)
+            actions[:, :3] = steer + self.noise_scale * eps[:, :3]
+            out.append(actions)
+        return out
+
+    def end_episode(self, episode: EpisodeId) -> dict[str, Any]:
+        self.generators.pop(episode, None)
+        return {}
+
+
+def run_standin(out: str | Path, *, n_envs: int, tasks: Sequence[int], episodes: int, seed: int = 0,
+                factory: StandinFactory | None = None, progress: bool | None = False):
+    """The evaluator on stand-ins: returns (records, stats) of run_eval."""
+    from vlaworld.eval.cli import run_eval
+    from vlaworld.eval.scheduler import SchedulerConfig
+
+    eps = episode_list("standin", tasks, episodes)
+    config = {"suite": "standin", "tasks": list(tasks), "episodes": episodes, "seed": seed, "policy": "standin",
+              "memory": None}
+    return run_eval(out=out, config=config, episodes=eps, policy=StandinPolicy(seed=seed),
+                    scheduler=SchedulerConfig(n_envs=n_envs, env_factory=factory or StandinFactory()),
+                    progress=progress)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("out")
+    ap.add_argument("--n-envs", type=int, default=2)
+    ap.add_argument("--tasks", type=int, default=2)
+    ap.add_argument("--episodes", type=int, default=6)
+    ap.add_argument("--step-sleep", type=float, default=0.0)
+    args = ap.parse_args()
+    run_standin(args.out, n_envs=args.n_envs, tasks=range(args.tasks), episodes=args.episodes,
+                factory=StandinFactory(step_sleep=args.step_sleep))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,221 @@
+"""``python -m vlaworld.eval``: evaluate a policy on LIBERO into a durable, resumable run directory.
+
+    python -m vlaworld.eval --ckpt DIR|demo [--memory MODE] --suite libero_spatial --tasks 0-9 \\
+        --episodes 200 --n-envs 8 --out runs/E2
+    python -m vlaworld.eval --policy scripted --suite libero_spatial --tasks 0-1 --episodes 2 --out runs/s
+
+Writes RUN_DIR/run.json (resolved config, checkpoint hash, versions, simulator stack), one flushed
+line of RUN_DIR/episodes.jsonl per finished episode, then summary.json/summary.md. Re-running the
+same command resumes (finished episodes are kept); a changed configuration is refused, naming the
+fields. ``run_eval`` is the same thing as a function, for plans and for tests with stand-in envs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from vlaworld.eval.episode import NOISE_DERIVATION, EpisodeId, episode_list, parse_tasks
+from vlaworld.eval.progress import Progress
+from vlaworld.eval.results import (
+    ConfigChanged,
+    EpisodeRecord,
+    EpisodeWriter,
+    RunInfo,
+    check_resume,
+    episodes_path,
+    read_episodes,
+    write_run_info,
+    write_summary,
+)
+from vlaworld.eval.scheduler import ChunkPolicy, RunStats, Scheduler, SchedulerConfig
+
+MEMORY_MODES = ("pred", "none", "zero", "random", "random_scaled", "signflip", "shuffle")  # SPEC §6
+DTYPES = ("float32", "bfloat16", "float16")
+# Fields of run.json's config that may change between invocations without changing any outcome.
+RESUME_IGNORE = ("label",)
+# Default worker count: LeRobot's auto batch size, floor(0.7 x cores) (reference/users_and_perf.md §1d).
+DEFAULT_ENV_FRACTION = 0.7
+
+
+def default_n_envs() -> int:
+    return max(1, int(DEFAULT_ENV_FRACTION * (os.cpu_count() or 1)))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m vlaworld.eval", description=__doc__.split("\n")[0])
+    who = ap.add_mutually_exclusive_group()
+    who.add_argument("--ckpt", help="LeRobot pretrained_model/ directory, or 'demo' (built-in tiny random "
+                     "smolvla_world policy, no download; the default when --policy is not given)")
+    who.add_argument("--policy", choices=("scripted",), help="privileged-state scripted expert (libero_spatial)")
+    ap.add_argument("--memory", choices=MEMORY_MODES, help="world memory rollout mode (default: the checkpoint's)")
+    ap.add_argument("--suite", default="libero_spatial")
+    ap.add_argument("--tasks", default="all", help="task ids: 'all', '0-9', '0,3,5-7' (default all)")
+    ap.add_argument("--episodes", type=int, default=50, help="episodes per task; episode e uses init state e %% 50")
+    ap.add_argument("--n-envs", type=int, default=default_n_envs(), help="env worker processes (default 0.7 x cores)")
+    ap.add_argument("--out", required=True, help="run directory (re-run the same command to resume)")
+    ap.add_argument("--device", default="auto", help="torch device for the policy: auto, cpu, cuda, cuda:1, ...")
+    ap.add_argument("--dtype", choices=DTYPES, help="cast the policy (default: dtypes as stored)")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the hot steps")
+    ap.add_argument("--n-action-steps", type=int, help="actions executed per chunk (default: the checkpoint's)")
+    ap.add_argument("--max-steps", type=int, help="policy steps per episode (default: the suite's limit)")
+    ap.add_argument("--videos", type=int, default=0, metavar="K", help="mp4 of the first K episodes of each task")
+    ap.add_argument("--seed", type=int, default=0, help="mixed into every episode's noise generator")
+    ap.add_argument("--vlm", help="local SmolVLM directory (config + tokenizer), else the offline HF cache")
+    ap.add_argument("--world-encoder", help="local V-JEPA 2 directory, else the offline HF cache")
+    ap.add_argument("--stats", help="normalisation stats file replacing the checkpoint's")
+    ap.add_argument("--init-protocol", default="lerobot-0.4.4", choices=("lerobot-0.4.4", "lerobot-0.4.2"))
+    ap.add_argument("--label", help="display name in reports (default: the run directory's name)")
+    ap.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                    help="progress bar (default: only on a terminal)")
+    return ap
+
+
+def _device(name: str) -> str:
+    if name != "auto":
+        return name
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in ("vlaworld", "torch", "numpy", "gymnasium"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def build_policy(args: argparse.Namespace) -> tuple[ChunkPolicy, dict[str, Any], str | None]:
+    """(scheduler policy, config fields it contributes to run.json, checkpoint hash or None)."""
+    if args.policy == "scripted":
+        from vlaworld.eval.policies import ScriptedChunkPolicy
+
+        if args.suite != "libero_spatial":
+            raise SystemExit("--policy scripted solves libero_spatial tasks only; pass --suite libero_spatial")
+        for flag, value in (("--memory", args.memory), ("--n-action-steps", args.n_action_steps),
+                            ("--dtype", args.dtype), ("--vlm", args.vlm), ("--stats", args.stats)):
+            if value is not None:
+                raise SystemExit(f"{flag} applies to neural policies; drop it with --policy scripted")
+        return ScriptedChunkPolicy(), {"policy": "scripted", "n_action_steps": 1, "memory": None}, None
+
+    import vlaworld
+    from vlaworld.checkpoint import checkpoint_hash
+    from vlaworld.eval.policies import NeuralChunkPolicy
+
+    ckpt, vlm, world = args.ckpt or "demo", args.vlm, args.world_encoder
+    kind = "demo" if ckpt == "demo" else "checkpoint"
+    if kind == "demo":
+        from vlaworld.demo import ensure_demo
+
+        paths = ensure_demo()
+        ckpt, vlm, world = str(paths.ckpt), vlm or str(paths.vlm), world or str(paths.world_encoder)
+    device = _device(args.device)
+    policy = vlaworld.load_policy(ckpt, device=device, dtype=args.dtype, memory=args.memory,
+                                  n_action_steps=args.n_action_steps, compile=args.compile, vlm=vlm,
+                                  world_encoder=world, stats=args.stats)
+    cfg = policy.config
+    fields = {
+        "policy": kind, "ckpt": str(Path(ckpt).resolve()), "memory": getattr(cfg, "memory", None),
+        "n_action_steps": int(cfg.n_action_steps), "device": device, "dtype": args.dtype, "compile": args.compile,
+        "policy_config": json.loads(json.dumps(dataclasses.asdict(cfg), default=str)),
+    }
+    return NeuralChunkPolicy(policy, seed=args.seed), fields, checkpoint_hash(ckpt)
+
+
+def run_eval(
+    *,
+    out: str | Path,
+    config: Mapping[str, Any],
+    episodes: Sequence[EpisodeId],
+    policy: ChunkPolicy,
+    scheduler: SchedulerConfig,
+    checkpoint_hash: str | None = None,
+    sim_stack: Mapping[str, Any] | None = None,
+    progress: bool | None = None,
+    extra: Mapping[str, Any] | None = None,
+    on_record: Callable[[EpisodeRecord], None] | None = None,
+) -> tuple[list[EpisodeRecord], RunStats]:
+    """Run (or resume) the episodes into ``out``; returns the run's records and this invocation's stats."""
+    out = Path(out)
+    stored = check_resume(out, config, checkpoint_hash=checkpoint_hash, sim_stack=sim_stack, ignore=RESUME_IGNORE)
+    if stored is None:
+        write_run_info(out, RunInfo(config=config, checkpoint_hash=checkpoint_hash, versions=versions(),
+                                    sim_stack=sim_stack or {}, extra=dict(extra or {})))
+    wanted = {e.key for e in episodes}
+    done = [r for r in read_episodes(out).records if r.key in wanted] if episodes_path(out).exists() else []
+    finished = {r.key for r in done}
+    todo = [e for e in episodes if e.key not in finished]
+    bar = Progress(len(episodes), done, enabled=progress)
+    stats = RunStats()
+    try:
+        with EpisodeWriter(out) as writer:
+            def sink(record: EpisodeRecord) -> None:
+                writer.append(record)
+                bar.update(record)
+                if on_record is not None:
+                    on_record(record)
+
+            if todo:
+                stats = Scheduler(scheduler, policy).run(todo, sink)
+    finally:
+        bar.close()
+    records = [r for r in read_episodes(out).records if r.key in wanted]
+    throughput = stats.throughput(scheduler.n_envs)
+    world_calls = getattr(getattr(policy, "policy", None), "world_encoder_calls", None)
+    if world_calls is not None and stats.env_steps:
+        throughput["world_encoder_calls_per_env_step"] = world_calls / stats.env_steps
+    notes = [f"Throughput counts this invocation only ({stats.episodes} episodes run, "
+             f"{len(done)} kept from before)."]
+    write_summary(out, records, throughput=throughput, notes=notes)
+    return records, stats
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    import vlaworld.envs as envs
+
+    try:
+        tasks = parse_tasks(args.tasks, envs.num_tasks(args.suite))
+        episodes = episode_list(args.suite, tasks, args.episodes)
+        policy, fields, ckpt_hash = build_policy(args)
+        max_steps = args.max_steps if args.max_steps is not None else envs.MAX_STEPS[args.suite]
+        config = {
+            "label": args.label or Path(args.out).resolve().name,
+            "suite": args.suite, "tasks": list(tasks), "episodes": args.episodes, "seed": args.seed,
+            "max_steps": max_steps, "init_protocol": args.init_protocol,
+            "vlm": args.vlm, "world_encoder": args.world_encoder, "stats": args.stats, "noise": NOISE_DERIVATION,
+            **fields,
+        }
+        scheduler = SchedulerConfig(
+            n_envs=args.n_envs, env_factory=envs.make, max_steps=max_steps, init_protocol=args.init_protocol,
+            video_dir=str(Path(args.out) / "videos") if args.videos else None, videos_per_task=args.videos,
+        )
+        started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        records, stats = run_eval(
+            out=args.out, config=config, episodes=episodes, policy=policy, scheduler=scheduler,
+            checkpoint_hash=ckpt_hash, sim_stack=envs.simulator_stack(args.init_protocol), progress=args.progress,
+            extra={"n_envs": args.n_envs, "videos": args.videos, "argv": list(sys.argv), "started_utc": started},
+        )
+    except (ConfigChanged, ValueError) as exc:
+        print(f"vlaworld.eval: error: {exc}", file=sys.stderr)
+        return 2
+    ok = [r for r in records if r.error is None]
+    wins = sum(r.success for r in ok)
+    t = stats.throughput(args.n_envs)
+    print(f"{args.out}: {wins}/{len(ok)} successes, {len(records) - len(ok)} errors; this run "
+          f"{stats.episodes} episodes in {stats.wall_s:.1f} s ({t['env_steps_per_s']:.1f} env steps/s). "
+          f"See {Path(args.out) / 'summary.md'}")
+    return 0

@@ -1,0 +1,121 @@
+"""Adapters that let the scheduler drive a policy episode by episode (scheduler.ChunkPolicy).
+
+- ``NeuralChunkPolicy`` wraps ``vlaworld.Policy``: it stacks the waiting workers' observations into
+  one batch (mixed tasks), draws each row's flow-matching noise from that episode's own generator
+  (episode.chunk_noise), passes the generators for the random memory modes, and accumulates the
+  per-chunk memory statistics into the episode's record.
+- ``ScriptedChunkPolicy`` runs the privileged-state libero_spatial expert, one action per chunk
+  (it reads the simulator state every step and needs no cameras).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from vlaworld.envs.scripted import ScriptedSpatialExpert
+from vlaworld.eval.episode import EpisodeId, chunk_noise, episode_generator
+from vlaworld.eval.worker import PRIVILEGED_KEY, STATE_KEY, TASK_KEY, WORLD_FRAMES_KEY, ObservationNeeds
+
+# Rollout memory modes that draw random numbers (SPEC §6); they get the episodes' generators.
+RANDOM_MEMORY_MODES = ("random", "random_scaled")
+
+
+class ScriptedChunkPolicy:
+    """The privileged scripted expert: one action per step from the simulator state, no cameras."""
+
+    n_action_steps = 1
+    needs = ObservationNeeds(cameras=False, privileged=True)
+
+    def __init__(self) -> None:
+        self._experts: dict[EpisodeId, ScriptedSpatialExpert] = {}
+
+    def begin_episode(self, episode: EpisodeId) -> None:
+        self._experts[episode] = ScriptedSpatialExpert()
+
+    def predict(self, episodes: Sequence[EpisodeId], observations: Sequence[Mapping[str, Any]]) -> list[np.ndarray]:
+        return [self._experts[e].act(o[PRIVILEGED_KEY])[None] for e, o in zip(episodes, observations, strict=True)]
+
+    def end_episode(self, episode: EpisodeId) -> dict[str, Any]:
+        self._experts.pop(episode, None)
+        return {}
+
+
+class _MemoryTally:
+    """Per-episode sums of the policy's per-chunk statistics (policy.last_chunk_stats rows)."""
+
+    def __init__(self) -> None:
+        self.chunks = 0
+        self.nonfinite = 0
+        self.norms: list[float] = []
+
+    def add(self, row: Mapping[str, Any]) -> None:
+        self.chunks += 1
+        if "memory_finite" in row:
+            self.nonfinite += not bool(row["memory_finite"])
+        norm = row.get("memory_norm")
+        if norm is not None and math.isfinite(float(norm)):
+            self.norms.append(float(norm))
+
+    def fields(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"chunks": self.chunks, "memory_nonfinite_chunks": self.nonfinite}
+        if self.norms:
+            out["memory_norm_mean"] = round(sum(self.norms) / len(self.norms), 6)
+        return out
+
+
+class NeuralChunkPolicy:
+    """A ``vlaworld.Policy`` behind the scheduler, with identity-seeded noise per episode."""
+
+    def __init__(self, policy: Any, *, seed: int) -> None:
+        self.policy = policy
+        self.seed = seed
+        cfg = policy.config
+        self.n_action_steps = int(cfg.n_action_steps)
+        self.chunk_size = int(cfg.chunk_size)
+        self.max_action_dim = int(cfg.max_action_dim)
+        self.image_keys = tuple(cfg.image_features)
+        self.world_frames = int(getattr(policy, "world_frames_needed", 0) or 0)
+        self.needs = ObservationNeeds(
+            cameras=True, world_frames=self.world_frames,
+            world_camera=policy.world_camera if self.world_frames else None,
+        )
+        self.random_memory = getattr(cfg, "memory", None) in RANDOM_MEMORY_MODES
+        self._generators: dict[EpisodeId, Any] = {}
+        self._tally: dict[EpisodeId, _MemoryTally] = {}
+
+    def begin_episode(self, episode: EpisodeId) -> None:
+        self._generators[episode] = episode_generator(episode, self.seed)
+        self._tally[episode] = _MemoryTally()
+
+    def batch(self, observations: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """The env observation dicts stacked: uint8 [B,H,W,3] cameras, [B,8] state, B task strings."""
+        first = observations[0]
+        batch: dict[str, Any] = {k: np.stack([o[k] for o in observations]) for k in first if k.startswith("observation.")}
+        batch[STATE_KEY] = batch[STATE_KEY].astype(np.float32, copy=False)
+        batch[TASK_KEY] = [str(o[TASK_KEY]) for o in observations]
+        if self.world_frames and WORLD_FRAMES_KEY not in batch:
+            raise KeyError(f"the workers sent no {WORLD_FRAMES_KEY}; the policy needs {self.world_frames} frames")
+        return batch
+
+    def predict(self, episodes: Sequence[EpisodeId], observations: Sequence[Mapping[str, Any]]) -> list[np.ndarray]:
+        generators = [self._generators[e] for e in episodes]
+        noise = chunk_noise(generators, self.chunk_size, self.max_action_dim)  # [B, chunk, max_action_dim]
+        batch = self.batch(observations)
+        if self.random_memory:
+            chunk = self.policy.predict_chunk(batch, noise=noise, generators=generators)
+        else:
+            chunk = self.policy.predict_chunk(batch, noise=noise)
+        actions = chunk[:, : self.n_action_steps].float().cpu().numpy()  # [B, n, action_dim]
+        rows = list(getattr(self.policy, "last_chunk_stats", None) or [{}] * len(episodes))
+        for episode, row in zip(episodes, rows, strict=True):
+            self._tally[episode].add(row)
+        return list(actions)
+
+    def end_episode(self, episode: EpisodeId) -> dict[str, Any]:
+        self._generators.pop(episode, None)
+        tally = self._tally.pop(episode, None)
+        return tally.fields() if tally is not None else {}
