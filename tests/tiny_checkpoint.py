@@ -91,3 +91,49 @@ def libero_batch(bsz: int = 2, seed: int = 0) -> dict:
         "task": ["pick up the black bowl and place it on the plate", "open the top drawer of the cabinet"][:bsz]
         + ["put the cream cheese in the basket"] * max(0, bsz - 2),
     }
+
+
+VJEPA_REPO = "tiny-org/TinyVJEPA2"
+TINY_VJEPA_JSON = {  # a Hugging Face VJEPA2 config.json: 64-pixel patches keep the 256² crop cheap
+    "model_type": "vjepa2", "hidden_size": 24, "num_hidden_layers": 1, "num_attention_heads": 2, "mlp_ratio": 2.0,
+    "patch_size": 64, "tubelet_size": 2, "crop_size": 256, "in_chans": 3, "layer_norm_eps": 1e-6,
+    "qkv_bias": True, "hidden_act": "gelu",
+}
+WORLD_OVERRIDES = {
+    "world_latent_dim": 24, "context_frames": 3, "future_offset": 4, "latent_suffix": "m2",
+    "world_inject_num_heads": 2, "prophet_heads": 2, "world_vision_model_name": VJEPA_REPO,
+}
+
+
+def write_tiny_vjepa(directory: Path, seed: int = 0) -> Path:
+    """A V-JEPA 2 directory in Hugging Face layout (config.json + model.safetensors, predictor keys too)."""
+    from vlaworld.models.vjepa2 import VJEPA2Config, VJEPA2Encoder
+
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "config.json").write_text(json.dumps(TINY_VJEPA_JSON))
+    torch.manual_seed(seed)
+    enc = VJEPA2Encoder(VJEPA2Config.from_hf(TINY_VJEPA_JSON))
+    state = {k: v.contiguous() for k, v in enc.state_dict().items()}
+    state["predictor.embeddings.mask_tokens"] = torch.zeros(1, 1, 24)  # present in real files, dropped on load
+    save_file(state, directory / "model.safetensors", metadata={"format": "pt"})
+    return directory
+
+
+def write_tiny_world_checkpoint(directory: Path, *, seed: int = 0, gate: float = 0.5, **overrides) -> Path:
+    """A complete ``pretrained_model/`` of a tiny smolvla_world policy; ``gate`` is the stored gate param."""
+    from vlaworld.load import world_modules
+
+    cfg_json = tiny_config_json(world=True, **{**WORLD_OVERRIDES, **overrides})
+    layout.write_checkpoint(directory, world=True, config=cfg_json, stats=layout.dataset_stats(seed=seed))
+    spec = ModelSpec(policy=PolicyConfig.from_lerobot(cfg_json), vlm=VLMConfig.from_hf(TINY_VLM_JSON))
+    torch.manual_seed(seed)
+    inject, prophet = world_modules(cfg_json, spec)
+    model = SmolVLAModel(spec, inject, prophet)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+        model.model.world_inject.gate.fill_(gate)
+    state = lerobot_dtypes({k: v for k, v in model.state_dict().items() if "world_inject" not in k and "prophet" not in k})
+    state |= {k: v.float().contiguous() for k, v in model.state_dict().items() if "world_inject" in k or "prophet" in k}
+    save_file(state, directory / "model.safetensors", metadata={"format": "pt"})
+    return directory

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 
 import torch
@@ -11,12 +12,20 @@ from vlaworld import lerobot_processors as lp
 from vlaworld.checkpoint import find_vlm_dir, read_checkpoint, read_vlm_config, resolve_stats
 from vlaworld.config import ConfigError
 from vlaworld.hub import find_model_dir
+from vlaworld.models.prophet import Prophet, ProphetConfig
 from vlaworld.models.smolvla import ModelSpec, SmolVLAModel
+from vlaworld.models.vjepa2 import load_vjepa2
+from vlaworld.models.world_config import MEMORY_MODES
+from vlaworld.models.world_inject import GatedCrossAttention, WorldInjectConfig
 from vlaworld.policy import Policy, ResolvedConfig
 from vlaworld.statedict import load_strict
 from vlaworld.tokenizer import TaskTokenizer, TokenizerSettings
+from vlaworld.world import LATENT_MODES, WorldMemory, WorldRollout, resolve_window
+
+log = logging.getLogger(__name__)
 
 IMAGE_SPECIAL_TOKENS = ("<fake_token_around_image>", "<global-img>")  # SmolVLM tokenizer names
+WORLD_ENCODER_PREFIX = "world_encoder."  # a plugin policy saved after rollouts also holds its V-JEPA copy
 
 
 def load_policy(
@@ -29,26 +38,23 @@ def load_policy(
     vlm: str | Path | None = None,
     world_encoder: str | Path | None = None,
     stats: str | Path | None = None,
+    world_window: int | None = None,
+    allow_window_mismatch: bool = False,
+    world_preprocess: str = "default",
 ) -> Policy:
     """Load a LeRobot ``pretrained_model/`` directory (``smolvla`` or ``smolvla_world``).
 
     ``dtype=None`` keeps the stored dtypes (LeRobot's bf16/fp32 mix); ``vlm`` / ``world_encoder`` point
     at local Hugging Face-layout directories (else the offline HF cache); ``stats`` replaces the
     checkpoint's normalisation stats (a safetensors or dataset ``meta/stats.json`` file).
+    World policies: ``memory`` is the rollout mode (None: the checkpoint's ``world_memory_mode_rollout``),
+    ``world_window`` forces the V-JEPA clip length m (refused when it contradicts the checkpoint unless
+    ``allow_window_mismatch``), ``world_preprocess`` is ``default`` (as the training latents were made)
+    or ``legacy`` (the plugin's rollout path through the 512² SigLIP image).
     """
     ckpt = read_checkpoint(path)
     cfg = ckpt.config
-    if cfg.type == "smolvla":
-        if memory not in (None, "none"):
-            raise ConfigError(
-                f"memory={memory!r} needs a smolvla_world checkpoint; {ckpt.path} is a plain smolvla policy "
-                "(no world modality), which only runs with memory 'none'."
-            )
-        memory = "none"
-    else:
-        raise ConfigError(
-            "smolvla_world checkpoints are not supported by this version yet (world modality: issue 3)"
-        )
+    memory = _memory_mode(cfg, memory, ckpt.path)
     steps = cfg.n_action_steps if n_action_steps is None else int(n_action_steps)
     if not 1 <= steps <= cfg.chunk_size:
         raise ConfigError(f"n_action_steps={steps} must be in [1, chunk_size={cfg.chunk_size}]")
@@ -66,12 +72,30 @@ def load_policy(
 
     spec = ModelSpec(policy=cfg, vlm=vlm_cfg, image_special_token_ids=special)
     with torch.device("meta"):
-        model = SmolVLAModel(spec)
-    load_strict(model, ckpt.tensors, source=f"{ckpt.path}/model.safetensors")
+        inject, prophet = world_modules(ckpt.raw_config, spec)
+        model = SmolVLAModel(spec, inject, prophet)
+    tensors = ckpt.tensors
+    stale = [k for k in tensors if k.startswith(WORLD_ENCODER_PREFIX)]
+    if stale:
+        log.warning("%s carries %d V-JEPA tensors (%s*) saved after a rollout; they are ignored and the "
+                    "encoder is read from world_vision_model_name", ckpt.path, len(stale), WORLD_ENCODER_PREFIX)
+        tensors = {k: v for k, v in tensors.items() if not k.startswith(WORLD_ENCODER_PREFIX)}
+    load_strict(model, tensors, source=f"{ckpt.path}/model.safetensors")
     target = _dtype(dtype)
     if target is not None:
         model.to(target)
     model.to(device)
+    world = None
+    if cfg.world is not None:
+        rollout = WorldRollout(
+            mode=memory, window=resolve_window(cfg.world, world_window, allow_window_mismatch),
+            context=cfg.world.context_frames, horizon=cfg.world.future_offset, latent_dim=cfg.world.world_latent_dim,
+            delta=cfg.world.delta_prediction, preprocess=world_preprocess,
+        )
+        encoder = None
+        if rollout.mode in LATENT_MODES and model.model.world_inject.is_open():
+            encoder = load_vjepa2(world_encoder, cfg.world.world_vision_model_name, device=device, dtype=target)
+        world = WorldMemory(rollout, model.model.world_inject, getattr(model, "prophet", None), encoder)
     processors = _stats_to(processors, device)
     resolved = ResolvedConfig(
         **{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name != "n_action_steps"},
@@ -83,8 +107,45 @@ def load_policy(
         dtype="stored" if target is None else str(target).removeprefix("torch."),
         compile=compile,
         stats_file=None if stats is None else str(stats),
+        world_window=None if world is None else world.rollout.window,
+        world_preprocess=None if world is None else world_preprocess,
+        world_encoder_dir=None if world is None or world.encoder is None else str(world_encoder or cfg.world.world_vision_model_name),
     )
-    return Policy(resolved, model, spec, tokenizer, processors, ckpt)
+    return Policy(resolved, model, spec, tokenizer, processors, ckpt, world)
+
+
+def _memory_mode(cfg, memory: str | None, where: Path) -> str:
+    """Resolve the rollout memory mode; a plain smolvla checkpoint only runs 'none'."""
+    if cfg.world is None:
+        if memory not in (None, "none"):
+            raise ConfigError(
+                f"memory={memory!r} needs a smolvla_world checkpoint; {where} is a plain smolvla policy "
+                "(no world modality), which only runs with memory 'none'."
+            )
+        return "none"
+    mode = cfg.world.world_memory_mode_rollout if memory is None else memory
+    if mode not in MEMORY_MODES:
+        raise ConfigError(f"memory={mode!r}: choose one of {MEMORY_MODES}")
+    if not cfg.world.enable_world_injection and mode != "none":
+        log.warning("%s has enable_world_injection=false: memory %r runs as 'none' (plain SmolVLA), as in the plugin",
+                    where, mode)
+        return "none"
+    if not cfg.world.enable_world_predictor and mode != "none":
+        raise ConfigError(
+            f"{where} has enable_world_predictor=false: the plugin then never built a memory (every mode ran as "
+            "plain SmolVLA); use memory='none'"
+        )
+    return mode
+
+
+def world_modules(raw_config: dict, spec: ModelSpec) -> tuple[GatedCrossAttention | None, Prophet | None]:
+    """The injection block and the Prophet a smolvla_world checkpoint holds (None for smolvla)."""
+    world = spec.policy.world
+    if world is None:
+        return None, None
+    inject = GatedCrossAttention(WorldInjectConfig.from_lerobot(raw_config, width=spec.layout.width))
+    prophet = Prophet(ProphetConfig.from_lerobot(raw_config)) if world.enable_world_predictor else None
+    return inject, prophet
 
 
 def _tokenizer(processors: lp.ProcessorSpec, cfg, vlm_dir: Path, explicit: bool, ckpt_dir: Path) -> TaskTokenizer:

@@ -21,9 +21,11 @@ from vlaworld.config import PolicyConfig
 from vlaworld.models.smolvla import ModelSpec, SmolVLAModel
 from vlaworld.processing import pad_vector, resize_with_pad, to_float_chw
 from vlaworld.tokenizer import TaskTokenizer
+from vlaworld.world import FrameHistory, WorldMemory
 
 STATE_KEY = "observation.state"
 ACTION_KEY = "action"
+WORLD_FRAMES_KEY = "observation.world_frames"  # [B, m+T-1, H, W, 3]: the world camera's recent frames
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,6 +39,9 @@ class ResolvedConfig(PolicyConfig):
     dtype: str  # "stored" (as in the file, LeRobot's mix) or a torch dtype name
     compile: bool = False
     stats_file: str | None = None
+    world_window: int | None = None  # m used at rollout (world policies)
+    world_preprocess: str | None = None
+    world_encoder_dir: str | None = None
 
 
 class Policy:
@@ -50,6 +55,7 @@ class Policy:
         tokenizer: TaskTokenizer,
         processors: lp.ProcessorSpec,
         checkpoint: Checkpoint,
+        world: WorldMemory | None = None,
     ) -> None:
         self.config = config
         self.model = model.eval()
@@ -63,35 +69,117 @@ class Policy:
         self.device = torch.device(config.device)
         self._queue: deque[torch.Tensor] = deque()
         self._queue_batch: int | None = None
+        self.world = world
+        self._history = FrameHistory(world.rollout.frames_needed) if world is not None else None
+        self._history_has_current = False
+        self.last_chunk_stats: list[dict] = []
 
     # --------------------------------------------------------------------------- episode API
     def reset(self) -> None:
         """Start new episodes: forget queued actions (and, for world policies, the frame history)."""
         self._queue.clear()
         self._queue_batch = None
+        if self._history is not None:
+            self._history.clear()
+
+    # --------------------------------------------------------------------------- world modality
+    @property
+    def gate(self) -> float:
+        """tanh(gate) of the world injection (0.0 for plain smolvla policies)."""
+        return 0.0 if self.world is None else self.world.inject.gate_value()
+
+    @property
+    def world_frames_needed(self) -> int:
+        """How many recent first-camera frames a chunk needs (m+T−1), 0 when the world path needs none."""
+        return 0 if self.world is None else self.world.frames_needed
+
+    @property
+    def world_camera(self) -> str | None:
+        """The camera whose frames the world encoder reads (the first image feature, as in the plugin)."""
+        return None if self.world is None else self.config.image_features[0]
+
+    @property
+    def world_encoder_calls(self) -> int:
+        """V-JEPA clips encoded since loading."""
+        return 0 if self.world is None else self.world.encoder_clips
+
+    @property
+    def record_diagnostics(self) -> bool:
+        """Opt-in injection diagnostics (attention probabilities are only materialised when on)."""
+        return self.world is not None and self.world.inject.record_stats
+
+    @record_diagnostics.setter
+    def record_diagnostics(self, on: bool) -> None:
+        self._require_world().inject.record_stats = bool(on)
+
+    def diagnostics(self) -> dict:
+        """Gate, attention entropy ratio and per-K attention mass of the last denoising step's injection."""
+        world = self._require_world()
+        out = {"gate": world.inject.gate_value()}
+        stats = world.inject.last_stats
+        if world.inject.record_stats and stats is not None:
+            out |= stats.summary()
+        return out
 
     @torch.no_grad()
-    def act(self, batch: dict, noise: torch.Tensor | None = None) -> np.ndarray:
-        """One action per batch row [B, action_dim]; a chunk is computed only when the queue is empty."""
+    def encode_world(self, frames: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """Clips [B, m, H, W, 3] uint8 (or [B, m, 3, H, W] float in [0,1]) -> world latents [B, D]."""
+        return self._require_world().encode_world(frames)
+
+    @torch.no_grad()
+    def predict_memory(self, z_hist: torch.Tensor) -> torch.Tensor:
+        """z_hist [B, T, D] -> the ``pred`` world memory [B, K, D] (z_t + Prophet when delta)."""
+        return self._require_world().predict(z_hist.to(self.device))
+
+    def _require_world(self) -> WorldMemory:
+        if self.world is None:
+            raise ValueError("this is a plain smolvla policy: it has no world modality")
+        return self.world
+
+    @torch.no_grad()
+    def act(
+        self, batch: dict, noise: torch.Tensor | None = None, generators: list[torch.Generator] | None = None
+    ) -> np.ndarray:
+        """One action per batch row [B, action_dim]; a chunk is computed only when the queue is empty.
+
+        Call it at every env step: world policies keep the first camera's recent frames from it.
+        """
         bsz = _batch_size(batch)
         if self._queue and self._queue_batch != bsz:
             raise ValueError(
                 f"act() got a batch of {bsz} while {self._queue_batch} episodes are in progress; call reset() "
                 "when starting new episodes"
             )
-        if not self._queue:
-            chunk = self.predict_chunk(batch, noise=noise)
-            self._queue.extend(chunk[:, : self.config.n_action_steps].transpose(0, 1))
-            self._queue_batch = bsz
+        if self.world_frames_needed:
+            self._history.push(batch[self.world_camera])
+            self._history_has_current = True
+        try:
+            if not self._queue:
+                chunk = self.predict_chunk(batch, noise=noise, generators=generators)
+                self._queue.extend(chunk[:, : self.config.n_action_steps].transpose(0, 1))
+                self._queue_batch = bsz
+        finally:
+            self._history_has_current = False
         return self._queue.popleft().cpu().numpy()
 
     # --------------------------------------------------------------------------- chunks
     @torch.no_grad()
     def predict_chunk(
-        self, batch: dict, noise: torch.Tensor | None = None, memory: torch.Tensor | None = None
+        self,
+        batch: dict,
+        noise: torch.Tensor | None = None,
+        memory: torch.Tensor | None = None,
+        generators: list[torch.Generator] | None = None,
     ) -> torch.Tensor:
-        """Actions [B, chunk_size, action_dim], unnormalised, for a batch in the checkpoint's feature names."""
-        if memory is not None and self.config.type != "smolvla_world":
+        """Actions [B, chunk_size, action_dim], unnormalised, for a batch in the checkpoint's feature names.
+
+        ``memory`` [B, K, D] replaces the world memory (bypassing encoder and mode). Otherwise world
+        policies build it from ``batch["observation.world_frames"]`` (the last ``world_frames_needed``
+        first-camera frames, oldest first) or, without it, from the frames ``act`` has kept (a direct
+        call adds the batch's frame as the newest). ``generators`` (one per row) draw the noise when
+        ``noise`` is None and the random memories: the episode's own randomness.
+        """
+        if memory is not None and self.world is None:
             raise ValueError("memory= needs a smolvla_world checkpoint; this is a plain smolvla policy")
         cfg = self.config
         batch = {self._rename.get(k, k): v for k, v in batch.items()}
@@ -104,10 +192,17 @@ class Policy:
         if tokens.shape[0] != bsz or any(img.shape[0] != bsz for img in images):
             raise ValueError("batch entries disagree on the batch size (images, state, task)")
         shape = (bsz, cfg.chunk_size, cfg.max_action_dim)
+        if noise is None and generators is not None:
+            if len(generators) != bsz:
+                raise ValueError(f"got {len(generators)} generators for a batch of {bsz}")
+            noise = torch.stack([torch.randn(shape[1:], generator=g) for g in generators])
         if noise is None:
             noise = torch.randn(shape, dtype=torch.float32, device=self.device)
         elif tuple(noise.shape) != shape:
             raise ValueError(f"noise must have shape {shape} (batch, chunk_size, max_action_dim), got {tuple(noise.shape)}")
+        if memory is None and self.world is not None:
+            memory = self.world.memory(bsz, self._world_window(batch), generators, self.device)
+        self.last_chunk_stats = _memory_stats(memory, bsz)
         head = self.model.model
         prefix = head.encode_prefix(images, img_masks, tokens.to(self.device), tok_masks.to(self.device), state)
         actions = head.sample_actions(prefix, noise.to(self.device, torch.float32), memory)
@@ -115,6 +210,16 @@ class Policy:
         if self._unnormalizer is not None:
             actions = self._unnormalizer.apply(ACTION_KEY, actions, inverse=True)
         return actions
+
+    def _world_window(self, batch: dict) -> torch.Tensor | np.ndarray | None:
+        """The frame window for the world latents: from the batch, else the history ``act`` keeps."""
+        if not self.world_frames_needed:
+            return None
+        if WORLD_FRAMES_KEY in batch:
+            return batch[WORLD_FRAMES_KEY]
+        if not self._history_has_current:  # a direct predict_chunk call: this frame is the newest
+            self._history.push(batch[self.world_camera])
+        return self._history.window()
 
     def prepare_images(self, batch: dict) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Cameras in config order -> [-1,1] tensors at the model's size, with per-row validity masks."""
@@ -161,6 +266,16 @@ class Policy:
     def save_pretrained(self, out_dir: str | Path) -> None:
         """Write the LeRobot ``pretrained_model/`` layout (config, weights as stored, processors)."""
         save_checkpoint(out_dir, self._checkpoint, self.model.state_dict(), self.processors)
+
+
+def _memory_stats(memory: torch.Tensor | None, bsz: int) -> list[dict]:
+    """Per-row facts about the memory a chunk used (one host read per chunk, for episode records)."""
+    if memory is None:
+        return [{"memory": False} for _ in range(bsz)]
+    flat = memory.detach().float().flatten(1)
+    finite = torch.isfinite(flat).all(dim=1).tolist()
+    norms = memory.detach().float().norm(dim=-1).mean(dim=1).tolist()
+    return [{"memory": True, "memory_finite": f, "memory_norm": n} for f, n in zip(finite, norms)]
 
 
 def _batch_size(batch: dict) -> int:

@@ -187,10 +187,15 @@ class VLAFlowMatching(nn.Module):
         return self.action_time_mlp_out(F.silu(h))
 
     def velocity(self, suffix_out: torch.Tensor, memory: torch.Tensor | None) -> torch.Tensor:
-        """Expert output [B,S,W] (after its final norm) -> velocity [B,S,A] in fp32, world memory injected."""
+        """Expert output [B,S,W] (after its final norm) -> velocity [B,S,A].
+
+        The world memory is injected into the fp32 action tokens right before ``action_out_proj``,
+        where the research plugin's ``denoise_step`` puts it.
+        """
+        h = suffix_out[:, -self.cfg.chunk_size :].to(torch.float32)
         if memory is not None:
-            suffix_out = self.world_inject(suffix_out, memory)
-        return self.action_out_proj(suffix_out[:, -self.cfg.chunk_size :].to(torch.float32))
+            h = self.world_inject(h, memory)
+        return self.action_out_proj(h)
 
     def denoise_step(
         self, x_t: torch.Tensor, time_emb: torch.Tensor, prefix: PrefixState, memory: torch.Tensor | None = None
