@@ -297,7 +297,8 @@ class LiberoEnv(gym.Env):
         """Current simulator state (not the observation, which robosuite samples early in a step).
 
         Keys: base_pos (3,) robot base, eef_pos (3,), eef_mat (3, 3), gripper_qpos (2,), object_names (objects of interest,
-        BDDL order), object_pos (n, 3), object_quat (n, 4, wxyz as MuJoCo stores it).
+        BDDL order), object_pos (n, 3), object_quat (n, 4, wxyz as MuJoCo stores it), other_names and
+        other_pos (m, 3) for the remaining movable objects (not fixtures).
         """
         if self._sim is None:
             raise RuntimeError("privileged_state() needs a running episode: call reset() first.")
@@ -306,6 +307,8 @@ class LiberoEnv(gym.Env):
         robot = env.robots[0]
         names = tuple(env.obj_of_interest)
         body_ids = [env.obj_body_id[n] for n in names]
+        others = tuple(n for n in env.objects_dict if n not in names)  # movable objects only
+        other_ids = [env.obj_body_id[n] for n in others]
         xmat = data.site_xmat[robot.eef_site_id].reshape(3, 3)
         return {
             "base_pos": np.array(data.body_xpos[env.sim.model.body_name2id(robot.robot_model.root_body)]),
@@ -315,6 +318,8 @@ class LiberoEnv(gym.Env):
             "object_names": names,
             "object_pos": np.array(data.body_xpos[body_ids]),
             "object_quat": np.array(data.body_xquat[body_ids]),
+            "other_names": others,
+            "other_pos": np.array(data.body_xpos[other_ids]).reshape(-1, 3),
         }
 
 

@@ -39,6 +39,9 @@ class ScriptedConfig:
     rot_gain: float = 2.0  # action per radian of orientation error
     reach_tol: float = 0.006  # metres: waypoint reached
     turn_tol: float = 0.08  # radians: orientation reached before descending
+    finger_reach: float = 0.045  # outer finger beyond the grasp point (Panda opening ~0.08 m)
+    clearance: float = 0.09  # wanted xy distance from the outer finger to any other object's centre
+    side_angles_deg: tuple[float, ...] = (0.0, 25.0, -25.0, 50.0, -50.0, 75.0, -75.0)  # tried in order
     close_steps: int = 12  # steps holding still while the gripper closes
     release_steps: int = 10
     max_phase_steps: int = 80  # a phase that takes longer moves on anyway
@@ -136,8 +139,7 @@ class ScriptedSpatialExpert:
     def _plan(self, state: Mapping[str, Any], mat: np.ndarray, bowl: np.ndarray) -> None:
         """Grasp side (towards the robot base), gripper yaw for it, and the carry height."""
         cfg = self.config
-        toward = np.asarray(state["base_pos"], dtype=np.float64)[:2] - bowl[:2]
-        toward /= np.linalg.norm(toward)
+        toward = self._grasp_direction(state, bowl)
         # Fingers close along the grip site's x axis (measured: the finger bodies separate along it);
         # turn it (yaw) onto the radius `toward`, by the smaller angle that does (fingers are symmetric).
         closing = mat[:2, 0]
@@ -146,6 +148,26 @@ class ScriptedSpatialExpert:
         self._orientation = _yaw(angle) @ mat
         self._grasp_offset = np.array([*(cfg.grasp_radius * toward), cfg.grasp_height])
         self._lift_z = float(bowl[2] + cfg.grasp_height + cfg.hover_height)
+
+    def _grasp_direction(self, state: Mapping[str, Any], bowl: np.ndarray) -> np.ndarray:
+        """(2,) unit xy direction from the bowl centre to its grasp point.
+
+        Towards the robot base if the outer finger lands clear of other objects there, else the
+        first clear side among side_angles_deg, else the side with the most clearance.
+        """
+        cfg = self.config
+        base = np.asarray(state["base_pos"], dtype=np.float64)[:2] - bowl[:2]
+        others = np.asarray(state["other_pos"], dtype=np.float64).reshape(-1, 3)[:, :2]
+        best, best_clear = base / np.linalg.norm(base), -np.inf
+        for degrees in cfg.side_angles_deg:
+            direction = _yaw(np.deg2rad(degrees))[:2, :2] @ (base / np.linalg.norm(base))
+            finger = bowl[:2] + (cfg.grasp_radius + cfg.finger_reach) * direction
+            clear = np.min(np.linalg.norm(others - finger, axis=1)) if len(others) else np.inf
+            if clear >= cfg.clearance:
+                return direction
+            if clear > best_clear:
+                best, best_clear = direction, clear
+        return best
 
     def _hold(self, eef: np.ndarray) -> np.ndarray:
         """Position to keep while the gripper closes or opens (frozen at the phase start)."""
