@@ -140,16 +140,17 @@ class StandinPolicy:
     n_action_steps = 4
     needs = ObservationNeeds(cameras=True, world_frames=2, world_camera=IMAGE_KEYS[0])
 
-    def __init__(self, seed: int = 0, noise_scale: float = 1.5) -> None:
-        self.seed, self.noise_scale = seed, noise_scale
+    def __init__(self, seed: int = 0, noise_scale: float = 1.5, predict_sleep: float = 0.0) -> None:
+        self.seed, self.noise_scale, self.predict_sleep = seed, noise_scale, predict_sleep
         self.generators: dict[EpisodeId, Any] = {}
-        self.batch_sizes: list[int] = []
+        self.batches: list[tuple[EpisodeId, ...]] = []
 
     def begin_episode(self, episode: EpisodeId) -> None:
         self.generators[episode] = episode_generator(episode, self.seed)
 
     def predict(self, episodes: Sequence[EpisodeId], observations: Sequence[Mapping[str, Any]]) -> list[np.ndarray]:
-        self.batch_sizes.append(len(episodes))
+        self.batches.append(tuple(episodes))
+        time.sleep(self.predict_sleep)  # a slow model: workers become ready meanwhile and get batched
         noise = chunk_noise([self.generators[e] for e in episodes], self.chunk_size, 7).numpy()
         out = []
         for obs, eps in zip(observations, noise, strict=True):
@@ -170,7 +171,8 @@ class StandinPolicy:
 
 
 def run_standin(out: str | Path, *, n_envs: int, tasks: Sequence[int], episodes: int, seed: int = 0,
-                factory: StandinFactory | None = None, progress: bool | None = False):
+                factory: StandinFactory | None = None, policy: StandinPolicy | None = None,
+                progress: bool | None = False):
     """The evaluator on stand-ins: returns (records, stats) of run_eval."""
     from vlaworld.eval.cli import run_eval
     from vlaworld.eval.scheduler import SchedulerConfig
@@ -178,7 +180,7 @@ def run_standin(out: str | Path, *, n_envs: int, tasks: Sequence[int], episodes:
     eps = episode_list("standin", tasks, episodes)
     config = {"suite": "standin", "tasks": list(tasks), "episodes": episodes, "seed": seed, "policy": "standin",
               "memory": None}
-    return run_eval(out=out, config=config, episodes=eps, policy=StandinPolicy(seed=seed),
+    return run_eval(out=out, config=config, episodes=eps, policy=policy or StandinPolicy(seed=seed),
                     scheduler=SchedulerConfig(n_envs=n_envs, env_factory=factory or StandinFactory()),
                     progress=progress)
 
@@ -190,9 +192,10 @@ def main() -> None:
     ap.add_argument("--tasks", type=int, default=2)
     ap.add_argument("--episodes", type=int, default=6)
     ap.add_argument("--step-sleep", type=float, default=0.0)
+    ap.add_argument("--marker-dir", help="write the episode timeline (worker pids) here")
     args = ap.parse_args()
     run_standin(args.out, n_envs=args.n_envs, tasks=range(args.tasks), episodes=args.episodes,
-                factory=StandinFactory(step_sleep=args.step_sleep))
+                factory=StandinFactory(step_sleep=args.step_sleep, marker_dir=args.marker_dir))
 
 
 if __name__ == "__main__":
