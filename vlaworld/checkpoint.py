@@ -81,9 +81,7 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     if compiled:
         tensors = {("model." + k[len(COMPILED_PREFIX):] if k.startswith(COMPILED_PREFIX) else k): v
                    for k, v in tensors.items()}
-    features = {k: lp.Feature(type=f.type, shape=f.shape)
-                for k, f in {**config.input_features, **config.output_features}.items()}
-    legacy = lp.extract_legacy_stats(tensors, features)
+    legacy = lp.extract_legacy_stats(tensors, {**config.input_features, **config.output_features})
     legacy_tensors = {k: tensors.pop(k) for k in legacy.consumed}
     processors = lp.read_processors(ckpt) if lp.has_processors(ckpt) else None
     return Checkpoint(
@@ -131,7 +129,7 @@ def resolve_stats(ckpt: Checkpoint, stats_file: str | Path | None) -> tuple[lp.S
     if spec is None:  # lerobot < 0.4: build the pipelines LeRobot would have, from the legacy buffers
         legacy = ckpt.legacy_stats
         spec = lp.smolvla_spec(
-            input_features=_lp_features(cfg.input_features), output_features=_lp_features(cfg.output_features),
+            input_features=cfg.input_features, output_features=cfg.output_features,
             norm_map=cfg.normalization_mapping, tokenizer_name=cfg.vlm_model_name,
             max_length=cfg.tokenizer_max_length, padding=cfg.pad_language_to,
             stats=legacy.pre if legacy else None, post_stats=legacy.post if legacy else None,
@@ -143,8 +141,7 @@ def resolve_stats(ckpt: Checkpoint, stats_file: str | Path | None) -> tuple[lp.S
     pre = spec.normalizer.stats if spec.normalizer else {}
     post = spec.unnormalizer.stats if spec.unnormalizer else {}
     norm_map = spec.normalizer.norm_map if spec.normalizer else cfg.normalization_mapping
-    features = _lp_features({**cfg.input_features, **cfg.output_features})
-    check = lp.check_stats(features, norm_map, {**post, **pre})
+    check = lp.check_stats({**cfg.input_features, **cfg.output_features}, norm_map, {**post, **pre})
     if check.status == "missing":
         raise CheckpointError(
             f"{ckpt.path}: {check.message} Running without them produced 0 % success before; vlaworld "
@@ -153,10 +150,6 @@ def resolve_stats(ckpt: Checkpoint, stats_file: str | Path | None) -> tuple[lp.S
     if check.status in ("unmatched", "partial"):
         log.warning("NORMALISATION STATS PROBLEM in %s: %s", ckpt.path, check.message)
     return pre, post, spec
-
-
-def _lp_features(features: dict) -> dict[str, lp.Feature]:
-    return {k: lp.Feature(type=f.type, shape=f.shape) for k, f in features.items()}
 
 
 def save_checkpoint(

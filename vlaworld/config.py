@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass, field
 
+from vlaworld.lerobot_processors import Feature
 from vlaworld.models.siglip import ImageEncoderConfig
 from vlaworld.models.smollm import TextConfig
 from vlaworld.models.world_config import WorldConfig, world_fields
@@ -44,12 +45,6 @@ BEHAVIOUR_FIELDS = frozenset(
 
 class ConfigError(ValueError):
     """A config.json value vlaworld cannot honour; the message says which and what to do."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class Feature:
-    type: str  # "VISUAL" | "STATE" | "ACTION" | "ENV" | "LANGUAGE"
-    shape: tuple[int, ...]
 
 
 @dataclass(frozen=True, kw_only=True)

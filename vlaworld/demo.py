@@ -161,9 +161,7 @@ def _write_checkpoint(directory: Path) -> None:
         "observation.state": {"mean": torch.zeros(8), "std": torch.full((8,), 0.5)},
         "action": {"mean": torch.zeros(7), "std": torch.full((7,), 0.3)},
     }
-    features = {k: lp.Feature(type=v["type"], shape=tuple(v["shape"])) for k, v in cfg["input_features"].items()}
-    outputs = {k: lp.Feature(type=v["type"], shape=tuple(v["shape"])) for k, v in cfg["output_features"].items()}
-    spec_files = lp.smolvla_spec(input_features=features, output_features=outputs,
+    spec_files = lp.smolvla_spec(input_features=spec.policy.input_features, output_features=spec.policy.output_features,
                                  norm_map=cfg["normalization_mapping"], tokenizer_name=VLM_REPO, stats=stats,
                                  world=True)
     lp.write_processors(directory, spec_files)
