@@ -9,13 +9,14 @@ The simulator (and its GL context) is built on the first reset, in whichever pro
 an env can be made in a parent and handed to a forked or spawned worker.
 
 Render hook (SPEC §10): robosuite renders a camera inside the camera's observable sensor
-(RobotEnv._create_camera_sensors -> sim.render), once per control step. After every hard reset we
-wrap those sensors with a gate (robosuite's public `modify_observable(..., "sensor", ...)`): a closed
-gate returns a zero image instead of calling sim.render. Rendering never feeds back into physics,
-and an image depends only on the sim state at the moment its sensor samples, so a frame rendered
-after any number of skipped renders is bit-identical to the one full rendering gives
-(tests/test_envs_render.py). The settle steps and set_init_state render nothing except the last
-settle step, which yields the first observation.
+(RobotEnv._create_camera_sensors -> sim.render), once per control step. When the simulator is built
+we wrap those sensors with a gate (robosuite's public `modify_observable(..., "sensor", ...)`), and
+hard resets keep them (_hard_reset): a closed gate returns a zero image instead of calling
+sim.render. Rendering never feeds back into physics, and an image depends only on the sim state at
+the moment its sensor samples, so a frame rendered after any number of skipped renders is
+bit-identical to the one full rendering gives (tests/test_envs_render.py). The hard reset,
+set_init_state and settle steps render nothing except the last settle step, which yields the first
+observation.
 """
 
 from __future__ import annotations
@@ -152,6 +153,7 @@ class LiberoEnv(gym.Env):
             size = self.config.image_size
             self._sim = OffScreenRenderEnv(bddl_file_name=self.task.bddl_file, camera_heights=size, camera_widths=size)
             self._sim_pid = os.getpid()
+            self._gate_cameras(self._sim)  # once: hard resets keep these observables (_hard_reset)
             _LIVE.add(self)
             global _atexit_registered
             if not _atexit_registered:
@@ -194,6 +196,7 @@ class LiberoEnv(gym.Env):
 
     def _gate_cameras(self, sim: Any) -> None:
         """Wrap each camera sensor so that it renders only while self._render_now is True."""
+        self._render_now = False  # modify_observable calls the new sensor once to check it
         robosuite_env = sim.env
         for camera in CAMERAS:
             name = f"{camera}_image"
@@ -201,14 +204,10 @@ class LiberoEnv(gym.Env):
             robosuite_env.modify_observable(name, "sensor", self._gated(observable._sensor))
 
     def _gated(self, render: Callable[[dict], np.ndarray]) -> Callable[[dict], np.ndarray]:
-        if getattr(render, "__vlaworld_gated__", False):
-            return render
-
         def gated(obs_cache: dict) -> np.ndarray:
             return render(obs_cache) if self._render_now else self._blank
 
         gated.__modality__ = render.__modality__  # robosuite's @sensor marker
-        gated.__vlaworld_gated__ = True
         return gated
 
     # ----- gymnasium API ---------------------------------------------------------------------
@@ -244,20 +243,33 @@ class LiberoEnv(gym.Env):
         self._render_now = False
         sim.seed(env_seed)
         if self.config.init_protocol == "lerobot-0.4.2":
-            if sim.env._observables:
-                self._gate_cameras(sim)
             sim.set_init_state(init_state)
-            sim.reset()  # hard reset: model rebuilt and re-sampled, init state gone
+            self._hard_reset(sim)  # model rebuilt and re-sampled: the init state is gone
         else:
-            sim.reset()  # hard reset: rebuilds the model (fixtures sampled from the seed)
-            self._gate_cameras(sim)
+            self._hard_reset(sim)  # rebuilds the model (fixtures sampled from the seed)
             sim.set_init_state(init_state)
-        self._gate_cameras(sim)  # the hard reset made new sensors
         raw: Mapping[str, np.ndarray] = {}
         for i in range(SETTLE_STEPS):
             self._render_now = self._cameras and i == SETTLE_STEPS - 1
             raw, _, _, _ = sim.step(DUMMY_ACTION)
         return raw
+
+    @staticmethod
+    def _hard_reset(sim: Any) -> None:
+        """LIBERO's reset() (a hard reset), keeping our gated camera observables.
+
+        A hard reset rebuilds every observable's sensor, rendering each camera three times
+        (robosuite checks new sensors by calling them, twice, then forces an observation). With
+        use_camera_obs off during the reset it rebuilds only the non-camera sensors; the camera
+        observables keep their gated sensors, whose render closure reads `env.sim` at call time and
+        so renders the new simulation. Physics and later frames are unchanged (tests).
+        """
+        robosuite_env = sim.env
+        robosuite_env.use_camera_obs = False
+        try:
+            sim.reset()
+        finally:
+            robosuite_env.use_camera_obs = True
 
     def step(self, action: np.ndarray) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
         """One 20 Hz control step; terminated on success, truncated at the suite's step limit."""
