@@ -172,7 +172,7 @@ class StandinPolicy:
 
 def run_standin(out: str | Path, *, n_envs: int, tasks: Sequence[int], episodes: int, seed: int = 0,
                 factory: StandinFactory | None = None, policy: StandinPolicy | None = None,
-                progress: bool | None = False):
+                max_batch: int | None = None, progress: bool | None = False):
     """The evaluator on stand-ins: returns (records, stats) of run_eval."""
     from vlaworld.eval.cli import run_eval
     from vlaworld.eval.scheduler import SchedulerConfig
@@ -181,7 +181,8 @@ def run_standin(out: str | Path, *, n_envs: int, tasks: Sequence[int], episodes:
     config = {"suite": "standin", "tasks": list(tasks), "episodes": episodes, "seed": seed, "policy": "standin",
               "memory": None}
     return run_eval(out=out, config=config, episodes=eps, policy=policy or StandinPolicy(seed=seed),
-                    scheduler=SchedulerConfig(n_envs=n_envs, env_factory=factory or StandinFactory()),
+                    scheduler=SchedulerConfig(n_envs=n_envs, env_factory=factory or StandinFactory(),
+                                              max_batch=max_batch),
                     progress=progress)
 
 

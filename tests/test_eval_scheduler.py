@@ -83,6 +83,10 @@ def test_policy_calls_batch_all_waiting_workers_across_tasks(tmp_path: Path, ref
     assert max(len(b) for b in policy.batches) == 3
     assert any(len({e.task_id for e in b}) > 1 for b in policy.batches), "no mixed-task batch"
     assert stats.policy_calls == len(policy.batches) and stats.policy_rows == sum(map(len, policy.batches))
+    single = StandinPolicy(predict_sleep=0.01)
+    records, _ = run_standin(tmp_path / "single", n_envs=3, tasks=TASKS, episodes=EPISODES, policy=single,
+                             max_batch=1)
+    assert outcomes(records) == reference and {len(b) for b in single.batches} == {1}
 
 
 def test_resume_keeps_finished_and_refuses_changed_config(tmp_path: Path, reference: dict) -> None:

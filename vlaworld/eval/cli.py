@@ -68,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--compile", action="store_true", help="torch.compile the hot steps")
     ap.add_argument("--n-action-steps", type=int, help="actions executed per chunk (default: the checkpoint's)")
     ap.add_argument("--max-steps", type=int, help="policy steps per episode (default: the suite's limit)")
+    ap.add_argument("--max-batch", type=int, help="rows per policy call (default: all waiting workers); 1 makes "
+                    "each episode's float math independent of its batch neighbours, at a cost in speed")
     ap.add_argument("--videos", type=int, default=0, metavar="K", help="mp4 of the first K episodes of each task")
     ap.add_argument("--seed", type=int, default=0, help="mixed into every episode's noise generator")
     ap.add_argument("--vlm", help="local SmolVLM directory (config + tokenizer), else the offline HF cache")
@@ -202,12 +204,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         scheduler = SchedulerConfig(
             n_envs=args.n_envs, env_factory=envs.make, max_steps=max_steps, init_protocol=args.init_protocol,
             video_dir=str(Path(args.out) / "videos") if args.videos else None, videos_per_task=args.videos,
+            max_batch=args.max_batch,
         )
         started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         records, stats = run_eval(
             out=args.out, config=config, episodes=episodes, policy=policy, scheduler=scheduler,
             checkpoint_hash=ckpt_hash, sim_stack=envs.simulator_stack(args.init_protocol), progress=args.progress,
-            extra={"n_envs": args.n_envs, "videos": args.videos, "argv": list(sys.argv), "started_utc": started},
+            extra={"n_envs": args.n_envs, "max_batch": args.max_batch, "videos": args.videos, "argv": list(sys.argv), "started_utc": started},
         )
     except (ConfigChanged, ValueError) as exc:
         print(f"vlaworld.eval: error: {exc}", file=sys.stderr)

@@ -69,11 +69,16 @@ class SchedulerConfig:
     init_protocol: str = "lerobot-0.4.4"
     video_dir: str | None = None
     videos_per_task: int = 0  # record the first K episodes (by index) of every task
+    # Rows per policy call; None = every waiting worker. 1 makes each row's float math independent of
+    # its neighbours (batched kernels differ from single-row ones in the last bits), at a cost in speed.
+    max_batch: int | None = None
     start_method: str = "forkserver" if sys.platform.startswith("linux") else "spawn"
 
     def __post_init__(self) -> None:
         if self.n_envs < 1:
             raise ValueError(f"--n-envs must be >= 1, got {self.n_envs}")
+        if self.max_batch is not None and self.max_batch < 1:
+            raise ValueError(f"--max-batch must be >= 1, got {self.max_batch}")
         if self.start_method not in ("forkserver", "spawn"):
             raise ValueError("workers start with 'forkserver' or 'spawn' (fork would share GL/CUDA state)")
 
@@ -275,16 +280,19 @@ class Scheduler:
         self._assign(fresh, state)
 
     def _infer(self, state: _State) -> None:
-        """One policy call over every worker waiting for a chunk (mixed tasks)."""
+        """Policy calls over every worker waiting for a chunk (mixed tasks), max_batch rows at a time."""
         waiting = [s for s in self._slots if s.waiting is not None]
-        if not waiting:
-            return
+        size = self.config.max_batch or max(len(waiting), 1)
+        for start in range(0, len(waiting), size):
+            self._infer_batch(waiting[start : start + size], state)
+
+    def _infer_batch(self, group: list[_Slot], state: _State) -> None:
         t0 = time.perf_counter()
-        chunks = self.policy.predict([s.episode for s in waiting], [s.waiting.observation for s in waiting])
+        chunks = self.policy.predict([s.episode for s in group], [s.waiting.observation for s in group])
         state.stats.policy_s += time.perf_counter() - t0
         state.stats.policy_calls += 1
-        state.stats.policy_rows += len(waiting)
-        for slot, chunk in zip(waiting, chunks, strict=True):
+        state.stats.policy_rows += len(group)
+        for slot, chunk in zip(group, chunks, strict=True):
             slot.waiting = None
             actions = np.ascontiguousarray(chunk[: self.policy.n_action_steps], dtype=np.float32)
             try:
