@@ -17,6 +17,7 @@ import vlaworld.envs as ve
 from vlaworld.envs import stack
 from vlaworld.envs.libero_env import observation_space
 from vlaworld.envs.observation import quat2axisangle
+from vlaworld.envs import rendering
 from vlaworld.envs.rendering import configure_headless_gl
 
 pytestmark = pytest.mark.libero
@@ -94,6 +95,27 @@ def test_user_gl_choice_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PYOPENGL_PLATFORM", raising=False)
     assert configure_headless_gl() == "osmesa"
     assert os.environ["PYOPENGL_PLATFORM"] == "osmesa"
+
+
+def test_gl_falls_back_to_osmesa_then_explains(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MUJOCO_GL", raising=False)
+    monkeypatch.delenv("PYOPENGL_PLATFORM", raising=False)
+    monkeypatch.setattr(rendering, "_gl_modules_imported", lambda: [])
+    monkeypatch.setattr(rendering, "probe_backend", lambda b: None if b == "osmesa" else "no EGL device")
+    assert configure_headless_gl() == "osmesa" and os.environ["PYOPENGL_PLATFORM"] == "osmesa"
+    monkeypatch.delenv("MUJOCO_GL")
+    monkeypatch.delenv("PYOPENGL_PLATFORM")
+    monkeypatch.setattr(rendering, "probe_backend", lambda b: f"{b} missing")
+    with pytest.raises(rendering.HeadlessGLError, match="egl: egl missing; osmesa: osmesa missing.*libosmesa6"):
+        configure_headless_gl()
+
+
+def test_gl_probe_finds_a_backend_here() -> None:
+    code = "import vlaworld.envs as ve; print(ve.configure_headless_gl())"
+    env = {k: v for k, v in os.environ.items() if k not in ("MUJOCO_GL", "PYOPENGL_PLATFORM")}
+    env["PYTHONPATH"] = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(ve.__file__))))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert done.returncode == 0 and done.stdout.strip() in rendering.BACKENDS, done.stderr
 
 
 def test_envs_never_import_torch() -> None:
