@@ -59,3 +59,17 @@ def test_reset_renders_first_frame_when_cameras_on(env: ve.LiberoEnv) -> None:
     np.testing.assert_array_equal(first["observation.state"], blank["observation.state"])
     again, _ = env.reset(options={"episode": EPISODE})
     np.testing.assert_array_equal(first["observation.images.image"], again["observation.images.image"])
+
+
+def test_episode_does_not_depend_on_env_history(env: ve.LiberoEnv) -> None:
+    """The module env has run this episode several times, with cameras toggled: a fresh env agrees."""
+    env.set_render(True)
+    used, _ = env.reset(options={"episode": EPISODE})
+    fresh_env = ve.make(SUITE, TASK)
+    try:
+        fresh, _ = fresh_env.reset(options={"episode": EPISODE})
+        np.testing.assert_array_equal(env._sim.get_sim_state(), fresh_env._sim.get_sim_state())
+    finally:
+        fresh_env.close()
+    for key in ("observation.images.image", "observation.images.image2", "observation.state"):
+        np.testing.assert_array_equal(used[key], fresh[key])
