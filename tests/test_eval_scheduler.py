@@ -16,6 +16,7 @@ import pytest
 
 from tests.standins import Fault, StandinFactory, StandinPolicy, run_standin
 from vlaworld.eval.results import ConfigChanged, read_episodes
+from vlaworld.eval.scheduler import WorkersBroken
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = (0, 1)
@@ -130,6 +131,19 @@ def test_worker_faults_are_retried_once_then_recorded(tmp_path: Path, reference:
     assert stats.worker_restarts == 4 and stats.errors == 1
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["overall"]["n"] == len(reference) - 1 and summary["overall"]["errors"] == 1
+
+
+def test_broken_workers_abort_without_recording(tmp_path: Path) -> None:
+    """When nothing can finish (say, no GL), the run stops with the error instead of filling the
+    results with error records that a re-run after the fix would keep."""
+    marker = tmp_path / "m"
+    marker.mkdir()
+    faults = tuple(Fault(task_id=t, episode=e, mode="raise", times=9, at_step=1)
+                   for t in TASKS for e in range(EPISODES))
+    with pytest.raises(WorkersBroken, match="RuntimeError: standin fault"):
+        run_standin(tmp_path / "run", n_envs=2, tasks=TASKS, episodes=EPISODES,
+                    factory=StandinFactory(faults=faults, marker_dir=str(marker)))
+    assert (tmp_path / "run" / "episodes.jsonl").read_text() == ""
 
 
 def test_sigkill_then_rerun_gives_each_episode_once(tmp_path: Path, reference: dict) -> None:

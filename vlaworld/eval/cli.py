@@ -27,6 +27,7 @@ from typing import Any
 from vlaworld.eval.episode import NOISE_DERIVATION, EpisodeId, episode_list, parse_tasks
 from vlaworld.eval.progress import Progress
 from vlaworld.eval.results import (
+    SUMMARY_JSON,
     ConfigChanged,
     EpisodeRecord,
     EpisodeWriter,
@@ -37,7 +38,7 @@ from vlaworld.eval.results import (
     write_run_info,
     write_summary,
 )
-from vlaworld.eval.scheduler import ChunkPolicy, RunStats, Scheduler, SchedulerConfig
+from vlaworld.eval.scheduler import ChunkPolicy, RunStats, Scheduler, SchedulerConfig, WorkersBroken
 
 MEMORY_MODES = ("pred", "none", "zero", "random", "random_scaled", "signflip", "shuffle")  # SPEC §6
 DTYPES = ("float32", "bfloat16", "float16")
@@ -106,11 +107,11 @@ def build_policy(args: argparse.Namespace) -> tuple[ChunkPolicy, dict[str, Any],
         from vlaworld.eval.policies import ScriptedChunkPolicy
 
         if args.suite != "libero_spatial":
-            raise SystemExit("--policy scripted solves libero_spatial tasks only; pass --suite libero_spatial")
+            raise ValueError("--policy scripted solves libero_spatial tasks only; pass --suite libero_spatial")
         for flag, value in (("--memory", args.memory), ("--n-action-steps", args.n_action_steps),
                             ("--dtype", args.dtype), ("--vlm", args.vlm), ("--stats", args.stats)):
             if value is not None:
-                raise SystemExit(f"{flag} applies to neural policies; drop it with --policy scripted")
+                raise ValueError(f"{flag} applies to neural policies; drop it with --policy scripted")
         return ScriptedChunkPolicy(), {"policy": "scripted", "n_action_steps": 1, "memory": None}, None
 
     import vlaworld
@@ -131,7 +132,8 @@ def build_policy(args: argparse.Namespace) -> tuple[ChunkPolicy, dict[str, Any],
     cfg = policy.config
     fields = {
         "policy": kind, "ckpt": str(Path(ckpt).resolve()), "memory": getattr(cfg, "memory", None),
-        "n_action_steps": int(cfg.n_action_steps), "device": device, "dtype": args.dtype, "compile": args.compile,
+        "n_action_steps": int(cfg.n_action_steps), "device": device, "dtype": args.dtype,
+        "compile": args.compile,
         "policy_config": json.loads(json.dumps(dataclasses.asdict(cfg), default=str)),
     }
     return NeuralChunkPolicy(policy, seed=args.seed), fields, checkpoint_hash(ckpt)
@@ -175,6 +177,10 @@ def run_eval(
     finally:
         bar.close()
     records = [r for r in read_episodes(out).records if r.key in wanted]
+    if not todo and (out / SUMMARY_JSON).is_file():  # nothing ran: keep the throughput of the run that did
+        throughput = dict(json.loads((out / SUMMARY_JSON).read_text(encoding="utf-8")).get("throughput", {}))
+        write_summary(out, records, throughput=throughput, notes=["All episodes were already finished."])
+        return records, stats
     throughput = stats.throughput(scheduler.n_envs)
     world_calls = getattr(getattr(policy, "policy", None), "world_encoder_calls", None)
     if world_calls is not None and stats.env_steps:
@@ -210,11 +216,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         records, stats = run_eval(
             out=args.out, config=config, episodes=episodes, policy=policy, scheduler=scheduler,
             checkpoint_hash=ckpt_hash, sim_stack=envs.simulator_stack(args.init_protocol), progress=args.progress,
-            extra={"n_envs": args.n_envs, "max_batch": args.max_batch, "videos": args.videos, "argv": list(sys.argv), "started_utc": started},
+            extra={"n_envs": args.n_envs, "max_batch": args.max_batch, "videos": args.videos,
+                   "argv": list(sys.argv), "started_utc": started},
         )
-    except (ConfigChanged, ValueError) as exc:
+    except (ConfigChanged, ValueError, FileNotFoundError, WorkersBroken) as exc:
         print(f"vlaworld.eval: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"vlaworld.eval: interrupted; finished episodes are in {args.out}. Re-run the same command to "
+              "resume.", file=sys.stderr)
+        return 130
     ok = [r for r in records if r.error is None]
     wins = sum(r.success for r in ok)
     t = stats.throughput(args.n_envs)

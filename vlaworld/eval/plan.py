@@ -36,7 +36,6 @@ import difflib
 import json
 import re
 import sys
-import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,10 +139,20 @@ def parse_plan(doc: Mapping[str, Any], base: Path) -> Plan:
 def read_plan(path: str | Path) -> Plan:
     path = Path(path)
     text = path.read_text(encoding="utf-8")
-    try:
-        doc = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
-    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise PlanError(f"{path}: {exc}") from exc
+    if path.suffix == ".json":
+        try:
+            doc = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise PlanError(f"{path}: {exc}") from exc
+    else:
+        try:
+            import tomllib  # Python >= 3.11
+        except ModuleNotFoundError as exc:
+            raise PlanError(f"{path}: TOML plans need Python >= 3.11; write the plan as JSON instead") from exc
+        try:
+            doc = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise PlanError(f"{path}: {exc}") from exc
     return parse_plan(doc, path.resolve().parent)
 
 

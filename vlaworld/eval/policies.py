@@ -94,7 +94,8 @@ class NeuralChunkPolicy:
     def batch(self, observations: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         """The env observation dicts stacked: uint8 [B,H,W,3] cameras, [B,8] state, B task strings."""
         first = observations[0]
-        batch: dict[str, Any] = {k: np.stack([o[k] for o in observations]) for k in first if k.startswith("observation.")}
+        keys = [k for k in first if k.startswith("observation.")]
+        batch: dict[str, Any] = {k: np.stack([o[k] for o in observations]) for k in keys}
         batch[STATE_KEY] = batch[STATE_KEY].astype(np.float32, copy=False)
         batch[TASK_KEY] = [str(o[TASK_KEY]) for o in observations]
         if self.world_frames and WORLD_FRAMES_KEY not in batch:

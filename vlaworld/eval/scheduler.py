@@ -45,6 +45,11 @@ MAX_ATTEMPTS = 2  # SPEC §8: an episode whose worker failed is retried once, th
 JOIN_TIMEOUT_S = 10.0  # how long a stopping worker may take to close its simulator before it is killed
 
 
+class WorkersBroken(RuntimeError):
+    """Episodes fail in the workers before any episode could finish: the setup is broken (GL, install,
+    env factory), not one episode. Nothing is recorded for them, so a re-run after the fix runs them."""
+
+
 class ChunkPolicy(Protocol):
     """What the scheduler drives: per-episode state lives in the policy, keyed by episode identity."""
 
@@ -272,6 +277,11 @@ class Scheduler:
             self.policy.end_episode(episode)
             if state.attempts[episode] < MAX_ATTEMPTS:
                 state.queue.appendleft(episode)
+            elif state.stats.episodes == 0:
+                raise WorkersBroken(
+                    f"episode {episode} failed {state.attempts[episode]} times before any episode could finish, "
+                    f"so the workers themselves look broken (no result was recorded). Last error:\n{error}"
+                )
             else:
                 state.stats.errors += 1
                 task = state.task_text.get((episode.suite, episode.task_id), "")
