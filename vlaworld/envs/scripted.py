@@ -80,7 +80,7 @@ class ScriptedSpatialExpert:
         self._phase_steps = 0
         self._orientation: np.ndarray | None = None  # (3, 3) target, fixed at the first step
         self._grasp_offset: np.ndarray | None = None  # (3,) grasp point relative to the bowl origin
-        self._grasp_xy: np.ndarray | None = None
+        self._hold_pos: np.ndarray | None = None  # (3,) kept while the gripper closes or opens
         self._lift_z: float | None = None  # frozen at the first step, while the bowl rests on the table
 
     @property
@@ -111,7 +111,7 @@ class ScriptedSpatialExpert:
             target = self._hold(eef)
             done = self._phase_steps >= cfg.close_steps
         elif name == "lift":
-            target, done = np.array([*self._hold(eef)[:2], lift_z]), None
+            target, done = np.array([eef[0], eef[1], lift_z]), None
         elif name == "carry":
             target, done = np.array([*(drop_bowl[:2] + bowl_to_eef[:2]), lift_z]), None
         elif name == "lower":
@@ -120,15 +120,13 @@ class ScriptedSpatialExpert:
             target = self._hold(eef)
             done = self._phase_steps >= cfg.release_steps
         else:  # retreat: straight up, open; stays here until the episode ends
-            target, done = np.array([*self._hold(eef)[:2], lift_z]), False
+            target, done = np.array([eef[0], eef[1], lift_z]), False
 
         rot_error = _rotation_error(self._orientation, mat)
         if done is None:
             done = bool(np.linalg.norm(target - eef) < cfg.reach_tol)
             if name == "approach":
                 done = done and bool(np.linalg.norm(rot_error) < cfg.turn_tol)
-        if name not in ("close", "release"):
-            self._grasp_xy = None
         action = np.zeros(ACTION_DIM)
         action[:3] = np.clip(cfg.pos_gain * (target - eef), -1.0, 1.0)
         action[3:6] = np.clip(cfg.rot_gain * rot_error, -1.0, 1.0)
@@ -137,7 +135,7 @@ class ScriptedSpatialExpert:
         return action.astype(np.float32)
 
     def _plan(self, state: Mapping[str, Any], mat: np.ndarray, bowl: np.ndarray) -> None:
-        """Grasp side (towards the robot base), gripper yaw for it, and the carry height."""
+        """Grasp side (_grasp_direction), the gripper yaw that suits it, and the carry height."""
         cfg = self.config
         toward = self._grasp_direction(state, bowl)
         # Fingers close along the grip site's x axis (measured: the finger bodies separate along it);
@@ -171,13 +169,13 @@ class ScriptedSpatialExpert:
 
     def _hold(self, eef: np.ndarray) -> np.ndarray:
         """Position to keep while the gripper closes or opens (frozen at the phase start)."""
-        if self._grasp_xy is None:
-            self._grasp_xy = eef.copy()
-        return self._grasp_xy
+        if self._hold_pos is None:
+            self._hold_pos = eef.copy()
+        return self._hold_pos
 
     def _advance(self, done: bool) -> None:
         self._phase_steps += 1
         if (done or self._phase_steps >= self.config.max_phase_steps) and self.phase < len(_PHASES) - 1:
             self.phase += 1
             self._phase_steps = 0
-            self._grasp_xy = None
+            self._hold_pos = None
