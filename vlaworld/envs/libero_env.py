@@ -103,7 +103,13 @@ class LiberoEnvConfig:
 
 
 def observation_space(image_size: int) -> spaces.Dict:
-    """Dict space: two (S, S, 3) uint8 cameras, (8,) float32 state, task text."""
+    """Dict space: two (S, S, 3) uint8 cameras, (8,) float32 state, task text.
+
+    The prompt is part of the observation (a policy batch needs it next to the images), so it gets a
+    gymnasium Text space: check_env verifies every observation lies in its space, and Text is the
+    space whose members are str. Its default charset is alphanumeric only, so we allow printable
+    ASCII with spaces. Vector envs batch it as a Tuple of str.
+    """
     image = spaces.Box(0, 255, (image_size, image_size, 3), np.uint8)
     return spaces.Dict(
         {
