@@ -96,6 +96,10 @@ def load_policy(
         if rollout.mode in LATENT_MODES and model.model.world_inject.is_open():
             encoder = load_vjepa2(world_encoder, cfg.world.world_vision_model_name, device=device, dtype=target)
         world = WorldMemory(rollout, model.model.world_inject, getattr(model, "prophet", None), encoder)
+    if compile:
+        model.model.compile_stages()
+        if world is not None and world.encoder is not None:
+            world.encoder.compile_blocks()
     processors = _stats_to(processors, device)
     resolved = ResolvedConfig(
         **{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name != "n_action_steps"},

@@ -93,11 +93,11 @@ class ExpertModel(nn.Module):
 class PrefixCache:
     """Per-chunk state the denoising steps read: post-RoPE prefix keys, raw values, projected CA K/V.
 
-    ``keys[i]``/``values[i]`` (self-attention layers) are static buffers [B, P+S, KV, D] whose first P
-    rows hold the prefix; each step writes the suffix rows in place, so no step grows a cache.
+    Read-only during the steps (each self-attention step concatenates its suffix K/V to a copy), so
+    a denoising step is a pure function of its inputs: safe to compile and to capture in a CUDA graph.
     """
 
-    keys: dict[int, torch.Tensor]  # self-attention vlm layer -> [B, P+S, KV, D]
+    keys: dict[int, torch.Tensor]  # self-attention vlm layer -> [B, P, KV, D]
     values: dict[int, torch.Tensor]
     cross_keys: dict[int, torch.Tensor]  # vlm layer -> [B, P, KV, D]
     cross_values: dict[int, torch.Tensor]
@@ -130,12 +130,9 @@ class VLMWithExpert(nn.Module):
         ev = attn.v_proj(v.to(attn.v_proj.weight.dtype).reshape(bsz, plen, -1)).view(bsz, plen, -1, attn.head_dim)
         return ek, ev
 
-    @torch.no_grad()
-    def prefill(
-        self, prefix: torch.Tensor, position_ids: torch.Tensor, mask: torch.Tensor, suffix_len: int
-    ) -> PrefixCache:
+    def prefill(self, prefix: torch.Tensor, position_ids: torch.Tensor, mask: torch.Tensor) -> PrefixCache:
         """Run the prefix [B,P,W] through every VLM layer (self-attention path) and cache K/V."""
-        bsz, plen = prefix.shape[:2]
+        plen = prefix.shape[1]
         keys, values, cross_k, cross_v = {}, {}, {}, {}
         x = prefix
         for i, layer in enumerate(self.text_model.layers):
@@ -143,10 +140,7 @@ class VLMWithExpert(nn.Module):
             q, k = apply_rope(q, position_ids), apply_rope(k, position_ids)
             expert = self._expert_layer(i)
             if expert is not None and self.layout.is_self_attn(i):
-                kbuf = k.new_zeros(bsz, plen + suffix_len, *k.shape[2:])
-                vbuf = v.new_zeros(bsz, plen + suffix_len, *v.shape[2:])
-                kbuf[:, :plen], vbuf[:, :plen] = k, v
-                keys[i], values[i] = kbuf, vbuf
+                keys[i], values[i] = k, v
             elif expert is not None:
                 cross_k[i], cross_v[i] = self._cross_kv(expert, k, v)
             if i + 1 < len(self.text_model.layers):  # the last layer's output is never read
@@ -174,9 +168,9 @@ class VLMWithExpert(nn.Module):
             if self.layout.is_self_attn(i):
                 q, k, v = layer.qkv(x)
                 q, k = apply_rope(q, position_ids), apply_rope(k, position_ids)
-                cache.keys[i][:, plen:] = k
-                cache.values[i][:, plen:] = v
-                out = eager_attention(q, cache.keys[i], cache.values[i], full_mask)
+                k = torch.cat([cache.keys[i], k], dim=1)  # (B, P+S, KV, D)
+                v = torch.cat([cache.values[i], v], dim=1)
+                out = eager_attention(q, k, v, full_mask)
             else:
                 attn = layer.self_attn
                 h = layer.input_layernorm(x).to(attn.q_proj.weight.dtype)

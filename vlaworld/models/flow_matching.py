@@ -87,6 +87,16 @@ class VLAFlowMatching(nn.Module):
         self.action_time_mlp_out = nn.Linear(width, width)
         if world_inject is not None:
             self.world_inject = world_inject
+        self._prefill = vlm_with_expert.prefill  # swapped for compiled versions by ``compile_stages``
+        self._step = self.denoise_step
+
+    def compile_stages(self, mode: str | None = None) -> None:
+        """torch.compile the hot stages at their call sites: the prefix pass, each vision block, and the
+        denoising step (static shapes per batch size). Masks and positions are built outside them."""
+        for layer in self.vlm_with_expert.vlm.model.vision_model.encoder.layers:
+            layer.compile(mode=mode, dynamic=False)
+        self._prefill = torch.compile(self.vlm_with_expert.prefill, mode=mode, dynamic=False)
+        self._step = torch.compile(self.denoise_step, mode=mode, dynamic=False)
 
     # ----------------------------------------------------------------------------------- prefix
     def embed_images(self, images: torch.Tensor) -> torch.Tensor:
@@ -160,7 +170,7 @@ class VLAFlowMatching(nn.Module):
         mask = make_att_2d_masks(pad, att)
         positions = torch.cumsum(pad, dim=1) - 1
         slen = self.cfg.chunk_size
-        cache = self.vlm_with_expert.prefill(embs, positions, mask, slen)
+        cache = self._prefill(embs, positions, mask)
         bsz = pad.shape[0]
         suffix_pad = torch.ones(bsz, slen, dtype=torch.bool, device=pad.device)
         suffix_mask = make_att_2d_masks(suffix_pad, torch.ones_like(suffix_pad))  # causal actions
@@ -212,7 +222,7 @@ class VLAFlowMatching(nn.Module):
         times = self.time_embeddings(euler_times(self.cfg.num_steps), noise.shape[0], noise.device)
         x_t = noise
         for time_emb in times:
-            x_t = x_t + dt * self.denoise_step(x_t, time_emb, prefix, memory)
+            x_t = x_t + dt * self._step(x_t, time_emb, prefix, memory)
         return x_t
 
     # ----------------------------------------------------------------------------------- training

@@ -135,6 +135,11 @@ class VJEPA2Encoder(nn.Module):
     def forward(self, clip: torch.Tensor) -> torch.Tensor:
         return self.encode(clip)
 
+    def compile_blocks(self, mode: str | None = None) -> None:
+        """Regional torch.compile: each transformer block on its own (RoPE tables stay eager)."""
+        for block in self.encoder.layer:
+            block.compile(mode=mode, dynamic=False)
+
 
 class Backbone(nn.Module):
     """Patch embedding, blocks and final norm (``encoder.*`` in the checkpoint)."""
