@@ -41,6 +41,7 @@ def load_policy(
     world_window: int | None = None,
     allow_window_mismatch: bool = False,
     world_preprocess: str = "default",
+    cuda_graphs: bool | None = None,
 ) -> Policy:
     """Load a LeRobot ``pretrained_model/`` directory (``smolvla`` or ``smolvla_world``).
 
@@ -51,6 +52,8 @@ def load_policy(
     ``world_window`` forces the V-JEPA clip length m (refused when it contradicts the checkpoint unless
     ``allow_window_mismatch``), ``world_preprocess`` is ``default`` (as the training latents were made)
     or ``legacy`` (the plugin's rollout path through the 512² SigLIP image).
+    ``compile`` torch.compiles the hot stages; ``cuda_graphs`` (default: ``compile`` on a CUDA device)
+    replays the whole denoising loop from one CUDA graph.
     """
     ckpt = read_checkpoint(path)
     cfg = ckpt.config
@@ -110,6 +113,7 @@ def load_policy(
         device=str(device),
         dtype="stored" if target is None else str(target).removeprefix("torch."),
         compile=compile,
+        cuda_graphs=bool(compile and torch.device(device).type == "cuda") if cuda_graphs is None else cuda_graphs,
         stats_file=None if stats is None else str(stats),
         world_window=None if world is None else world.rollout.window,
         world_preprocess=None if world is None else world_preprocess,

@@ -18,6 +18,7 @@ import torch
 from vlaworld import lerobot_processors as lp
 from vlaworld.checkpoint import Checkpoint, save_checkpoint
 from vlaworld.config import PolicyConfig
+from vlaworld.models.cuda_graph import CudaGraphSampler
 from vlaworld.models.smolvla import ModelSpec, SmolVLAModel
 from vlaworld.processing import pad_vector, resize_with_pad, to_float_chw
 from vlaworld.tokenizer import TaskTokenizer
@@ -38,6 +39,7 @@ class ResolvedConfig(PolicyConfig):
     device: str
     dtype: str  # "stored" (as in the file, LeRobot's mix) or a torch dtype name
     compile: bool = False
+    cuda_graphs: bool = False
     stats_file: str | None = None
     world_window: int | None = None  # m used at rollout (world policies)
     world_preprocess: str | None = None
@@ -73,6 +75,12 @@ class Policy:
         self._history = FrameHistory(world.rollout.frames_needed) if world is not None else None
         self._history_has_current = False
         self.last_chunk_stats: list[dict] = []
+        if config.cuda_graphs:
+            if self.device.type != "cuda":
+                raise ValueError("cuda_graphs=True needs device='cuda'")
+            self._sample = CudaGraphSampler(model.model)
+        else:
+            self._sample = model.model.sample_actions
 
     # --------------------------------------------------------------------------- episode API
     def reset(self) -> None:
@@ -205,7 +213,7 @@ class Policy:
         self.last_chunk_stats = _memory_stats(memory, bsz)
         head = self.model.model
         prefix = head.encode_prefix(images, img_masks, tokens.to(self.device), tok_masks.to(self.device), state)
-        actions = head.sample_actions(prefix, noise.to(self.device, torch.float32), memory)
+        actions = self._sample(prefix, noise.to(self.device, torch.float32), memory)
         actions = actions[:, :, : cfg.action_feature.shape[0]]
         if self._unnormalizer is not None:
             actions = self._unnormalizer.apply(ACTION_KEY, actions, inverse=True)

@@ -216,10 +216,20 @@ class VLAFlowMatching(nn.Module):
         return self.velocity(out, memory)
 
     @torch.no_grad()
-    def sample_actions(self, prefix: PrefixState, noise: torch.Tensor, memory: torch.Tensor | None = None) -> torch.Tensor:
-        """Euler-integrate noise [B,S,A] from t=1 to t=0 -> normalized actions [B,S,A] (fp32)."""
+    def sample_actions(
+        self,
+        prefix: PrefixState,
+        noise: torch.Tensor,
+        memory: torch.Tensor | None = None,
+        times: list[torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Euler-integrate noise [B,S,A] from t=1 to t=0 -> normalized actions [B,S,A] (fp32).
+
+        ``times`` (the per-step time embeddings) may be precomputed, e.g. for CUDA-graph capture.
+        """
         dt = -1.0 / self.cfg.num_steps
-        times = self.time_embeddings(euler_times(self.cfg.num_steps), noise.shape[0], noise.device)
+        if times is None:
+            times = self.time_embeddings(euler_times(self.cfg.num_steps), noise.shape[0], noise.device)
         x_t = noise
         for time_emb in times:
             x_t = x_t + dt * self._step(x_t, time_emb, prefix, memory)
