@@ -7,7 +7,8 @@ from vlaworld.demo import ensure_demo
 
 
 def test_demo_is_deterministic_and_runs_the_whole_neural_path(tmp_path):
-    a, b = ensure_demo(tmp_path / "a"), ensure_demo(tmp_path / "b")
+    a = ensure_demo(tmp_path / "a")
+    ensure_demo(tmp_path / "b")
     for rel in ("pretrained_model/model.safetensors", "pretrained_model/config.json",
                 "pretrained_model/policy_preprocessor.json", "world_encoder/model.safetensors", "vlm/tokenizer.json"):
         assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel

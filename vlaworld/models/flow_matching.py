@@ -127,7 +127,7 @@ class VLAFlowMatching(nn.Module):
         n_cam = len(images)
         img_emb = self.embed_images(torch.cat(images, dim=0))  # (n_cam*B, T, W)
         img_emb = img_emb.view(n_cam, bsz, *img_emb.shape[1:])
-        embs, pads, att = [], [], []
+        embs, pads = [], []
         special = self.cfg.image_special_token_ids
         for cam in range(n_cam):
             if special is not None:
