@@ -225,3 +225,31 @@ def test_round_trip_keeps_world_weights(files, tmp_path):
     a, b = load_file(tmp_path / "out" / "model.safetensors"), load_file(files["open"] / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert (tmp_path / "out" / "policy_preprocessor.json").read_bytes() == (files["open"] / "policy_preprocessor.json").read_bytes()
+
+
+def test_prophet_cosine_per_horizon_against_later_latents(files):
+    """With diagnostics on, act() scores each prediction against z_{t+k} - z_t as the rollout reaches t+k."""
+    p = load(files)
+    p.record_diagnostics = True
+    p.reset()
+    batches = episode_frames(8)
+    for b in batches:
+        p.act(b)
+    got = p.diagnostics()["prophet_cosine_per_k"]
+    assert len(got) == K and all(c is not None and -1 <= c <= 1 for c in got)
+
+    # The same numbers written out: per-step latents of clamped clips, predictions at steps 0, 3, 6.
+    frames = [torch.from_numpy(b["observation.images.image"]) for b in batches]
+    clip = lambda s: torch.stack([frames[max(0, j)] for j in range(s - M + 1, s + 1)], 1)  # noqa: E731
+    z = [p.encode_world(clip(s)) for s in range(8)]
+    sums = [0.0] * K
+    counts = [0] * K
+    for t in (0, 3, 6):
+        z_hist = torch.stack([z[max(0, s)] for s in range(t - T + 1, t + 1)], 1)
+        delta = p.predict_memory(z_hist) - z[t][:, None]
+        for k in range(1, K + 1):
+            if t + k < 8:
+                sums[k - 1] += float(torch.nn.functional.cosine_similarity(delta[:, k - 1], z[t + k] - z[t], dim=-1).sum())
+                counts[k - 1] += 2
+    expected = [s / c for s, c in zip(sums, counts)]
+    assert got == pytest.approx(expected, abs=1e-5)

@@ -23,6 +23,7 @@ from vlaworld.models.smolvla import ModelSpec, SmolVLAModel
 from vlaworld.processing import pad_vector, resize_with_pad, to_float_chw
 from vlaworld.tokenizer import TaskTokenizer
 from vlaworld.world import FrameHistory, WorldMemory
+from vlaworld.world_diagnostics import HorizonCosine
 
 STATE_KEY = "observation.state"
 ACTION_KEY = "action"
@@ -74,6 +75,8 @@ class Policy:
         self.world = world
         self._history = FrameHistory(world.rollout.frames_needed) if world is not None else None
         self._history_has_current = False
+        self._step = 0  # env steps since reset(), as seen by act()
+        self._horizon_cos = HorizonCosine(world.rollout.horizon) if world is not None else None
         self.last_chunk_stats: list[dict] = []
         if config.cuda_graphs:
             if self.device.type != "cuda":
@@ -89,6 +92,8 @@ class Policy:
         self._queue_batch = None
         if self._history is not None:
             self._history.clear()
+            self._horizon_cos.reset()
+        self._step = 0
 
     # --------------------------------------------------------------------------- world modality
     @property
@@ -121,12 +126,15 @@ class Policy:
         self._require_world().inject.record_stats = bool(on)
 
     def diagnostics(self) -> dict:
-        """Gate, attention entropy ratio and per-K attention mass of the last denoising step's injection."""
+        """Gate; with ``record_diagnostics``: the last injection's attention entropy ratio and per-K mass,
+        and (``act`` in ``pred`` mode) the Prophet's cosine per horizon against the latents observed later."""
         world = self._require_world()
         out = {"gate": world.inject.gate_value()}
         stats = world.inject.last_stats
         if world.inject.record_stats and stats is not None:
             out |= stats.summary()
+        if world.inject.record_stats:
+            out["prophet_cosine_per_k"] = self._horizon_cos.summary()
         return out
 
     @torch.no_grad()
@@ -158,16 +166,24 @@ class Policy:
                 f"act() got a batch of {bsz} while {self._queue_batch} episodes are in progress; call reset() "
                 "when starting new episodes"
             )
+        tracking = self.record_diagnostics and self.world_frames_needed > 0
         if self.world_frames_needed:
             self._history.push(batch[self.world_camera])
             self._history_has_current = True
+            if tracking:  # one extra clip per step: the observed latent the Prophet is scored against
+                z = self.world.encode_world(self._history.window()[:, -self.world.rollout.window :])
+                self._horizon_cos.observed(self._step, z)
         try:
             if not self._queue:
                 chunk = self.predict_chunk(batch, noise=noise, generators=generators)
                 self._queue.extend(chunk[:, : self.config.n_action_steps].transpose(0, 1))
                 self._queue_batch = bsz
+                if tracking and self.world.last_latents is not None and self.config.memory == "pred":
+                    z_hist, pred = self.world.last_latents
+                    self._horizon_cos.predicted(self._step, z_hist[:, -1], pred)
         finally:
             self._history_has_current = False
+        self._step += 1
         return self._queue.popleft().cpu().numpy()
 
     # --------------------------------------------------------------------------- chunks

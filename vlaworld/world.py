@@ -88,6 +88,7 @@ class WorldMemory:
         self.prophet = prophet
         self.encoder = encoder
         self.encoder_clips = 0  # clips encoded so far (the benchmark reports clips per env step)
+        self.last_latents: tuple[torch.Tensor, torch.Tensor] | None = None  # (z_hist, pred) of the last chunk
 
     @property
     def active(self) -> bool:
@@ -149,6 +150,7 @@ class WorldMemory:
             )
         z_hist = self.latent_history(window).to(device)
         pred = self.predict(z_hist)
+        self.last_latents = (z_hist, pred)
         if r.mode == "pred":
             return pred
         if r.mode == "random_scaled":
