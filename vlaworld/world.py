@@ -81,7 +81,8 @@ class WorldMemory:
         prophet: Prophet | None,
         encoder: VJEPA2Encoder | None,
     ) -> None:
-        if rollout.mode in LATENT_MODES and inject.is_open() and (prophet is None or encoder is None):
+        self.gate_open = inject.is_open()  # read once: a host sync per step would stall the GPU
+        if rollout.mode in LATENT_MODES and self.gate_open and (prophet is None or encoder is None):
             raise ValueError(f"memory mode {rollout.mode!r} needs the Prophet and the V-JEPA 2 encoder")
         self.rollout = rollout
         self.inject = inject
@@ -93,7 +94,7 @@ class WorldMemory:
     @property
     def active(self) -> bool:
         """False when the world path is skipped: mode 'none' or a closed gate (do no harm)."""
-        return self.rollout.mode != "none" and self.inject.is_open()
+        return self.rollout.mode != "none" and self.gate_open
 
     @property
     def frames_needed(self) -> int:
