@@ -1,0 +1,88 @@
+"""The neural path of the evaluator on stand-in envs: the built-in demo policy (world modality on)
+driven by the scheduler, on CPU and, when present, CUDA (workers never touch the GPU).
+
+With one row per policy call (--max-batch 1) an episode's actions are bit-identical whatever the
+worker count, batch or neighbours: identity alone seeds it. With full batching the float math of a
+row may differ in the last bits from the single-row call (reported, not asserted).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+import vlaworld
+from tests.standins import StandinFactory
+from vlaworld.demo import ensure_demo
+from vlaworld.eval.cli import run_eval
+from vlaworld.eval.episode import EpisodeId, episode_list
+from vlaworld.eval.policies import NeuralChunkPolicy
+from vlaworld.eval.scheduler import SchedulerConfig
+
+DEVICES = [
+    "cpu",
+    pytest.param("cuda", marks=[pytest.mark.cuda,
+                                pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]),
+]
+TASKS = (0, 1)
+EPISODES = 2
+MAX_STEPS = 8  # chunks at observations 0 and 4
+
+
+class RecordingPolicy(NeuralChunkPolicy):
+    """Keeps every chunk of actions per episode (the retries' are replaced)."""
+
+    def __init__(self, policy: Any, *, seed: int) -> None:
+        super().__init__(policy, seed=seed)
+        self.trace: dict[EpisodeId, list[np.ndarray]] = defaultdict(list)
+
+    def begin_episode(self, episode: EpisodeId) -> None:
+        super().begin_episode(episode)
+        self.trace[episode] = []
+
+    def predict(self, episodes: Sequence[EpisodeId], observations: Sequence[Mapping[str, Any]]) -> list[np.ndarray]:
+        chunks = super().predict(episodes, observations)
+        for e, c in zip(episodes, chunks, strict=True):
+            self.trace[e].append(c.copy())
+        return chunks
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return ensure_demo()
+
+
+def rollout(policy, out: Path, *, n_envs: int, max_batch: int | None):
+    recorder = RecordingPolicy(policy, seed=0)
+    memory, device = policy.config.memory, policy.config.device
+    config = {"suite": "standin", "tasks": list(TASKS), "episodes": EPISODES, "memory": memory, "device": device}
+    records, stats = run_eval(out=out, config=config, episodes=episode_list("standin", TASKS, EPISODES),
+                              policy=recorder, progress=False,
+                              scheduler=SchedulerConfig(n_envs=n_envs, env_factory=StandinFactory(),
+                                                        max_steps=MAX_STEPS, max_batch=max_batch))
+    return {e: np.concatenate(c) for e, c in recorder.trace.items()}, records, stats
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("memory", ["pred", pytest.param("random", marks=pytest.mark.slow)])
+def test_episode_actions_do_not_depend_on_workers(tmp_path: Path, demo, device: str, memory: str) -> None:
+    policy = vlaworld.load_policy(demo.ckpt, device=device, memory=memory, n_action_steps=4, vlm=demo.vlm,
+                                  world_encoder=demo.world_encoder)
+    one, records, _ = rollout(policy, tmp_path / "one", n_envs=1, max_batch=1)
+    three, _, _ = rollout(policy, tmp_path / "three", n_envs=3, max_batch=1)
+    assert set(one) == set(three) and len(one) == len(TASKS) * EPISODES
+    for e in one:
+        assert np.array_equal(one[e], three[e]), f"{e}: actions depend on the schedule"
+    assert all(r.extra["chunks"] == 2 and r.extra["memory_nonfinite_chunks"] == 0 for r in records)
+    assert (policy.world_encoder_calls > 0) == (memory == "pred")
+    batched, _, bstats = rollout(policy, tmp_path / "batched", n_envs=3, max_batch=None)
+    diff = max(float(np.abs(batched[e] - one[e]).max()) for e in one)
+    print(f"{device}/{memory}: max |batched - single-row| action difference {diff:.3g}; "
+          f"mean batch {bstats.throughput(3)['mean_batch']:.2f}")
+    assert diff < 1e-2
