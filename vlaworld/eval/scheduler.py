@@ -228,9 +228,11 @@ class Scheduler:
                         raise EOFError
                     continue
                 message = slot.conn.recv()
-            except (EOFError, ConnectionResetError, OSError):
+            except (EOFError, ConnectionResetError, OSError) as exc:
+                slot.process.join(1.0)
                 code = slot.process.exitcode
-                self._failed(slot, state, f"worker process died (exit code {code}) during the episode")
+                self._failed(slot, state, f"worker process died (exit code {code}, {type(exc).__name__}) "
+                             "during the episode")
                 continue
             self._handle(slot, message, state)
 
