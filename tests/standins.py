@@ -41,7 +41,7 @@ class _Task:
 class Fault:
     task_id: int
     episode: int
-    mode: str  # "raise" (exception -> WorkerFailed) or "exit" (os._exit: the process dies)
+    mode: str  # "raise" (exception -> WorkerFailed), "exit" (os._exit: the process dies) or "hang"
     times: int = 1  # fail on the first `times` attempts
     at_step: int = 3
 
@@ -101,6 +101,8 @@ class StandinEnv:
             marker.write_text(str(count + 1))
             if fault.mode == "exit":
                 os._exit(3)
+            if fault.mode == "hang":
+                time.sleep(3600)
             raise RuntimeError(f"standin fault in task {self.task_id} episode {self.episode}")
 
     def _log(self, what: str) -> None:
@@ -172,7 +174,7 @@ class StandinPolicy:
 
 def run_standin(out: str | Path, *, n_envs: int, tasks: Sequence[int], episodes: int, seed: int = 0,
                 factory: StandinFactory | None = None, policy: StandinPolicy | None = None,
-                max_batch: int | None = None, progress: bool | None = False):
+                max_batch: int | None = None, worker_timeout_s: float = 600.0, progress: bool | None = False):
     """The evaluator on stand-ins: returns (records, stats) of run_eval."""
     from vlaworld.eval.cli import run_eval
     from vlaworld.eval.scheduler import SchedulerConfig
@@ -182,7 +184,7 @@ def run_standin(out: str | Path, *, n_envs: int, tasks: Sequence[int], episodes:
               "memory": None}
     return run_eval(out=out, config=config, episodes=eps, policy=policy or StandinPolicy(seed=seed),
                     scheduler=SchedulerConfig(n_envs=n_envs, env_factory=factory or StandinFactory(),
-                                              max_batch=max_batch),
+                                              max_batch=max_batch, worker_timeout_s=worker_timeout_s),
                     progress=progress)
 
 

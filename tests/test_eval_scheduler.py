@@ -134,6 +134,18 @@ def test_worker_faults_are_retried_once_then_recorded(tmp_path: Path, reference:
     assert summary["overall"]["n"] == len(reference) - 1 and summary["overall"]["errors"] == 1
 
 
+def test_hung_worker_is_killed_and_its_episode_retried(tmp_path: Path, reference: dict) -> None:
+    marker = tmp_path / "m"
+    marker.mkdir()
+    faults = (Fault(task_id=0, episode=2, mode="hang", times=1),)
+    t0 = time.monotonic()
+    records, stats = run_standin(tmp_path / "run", n_envs=2, tasks=TASKS, episodes=EPISODES, worker_timeout_s=1.5,
+                                 factory=StandinFactory(faults=faults, marker_dir=str(marker)))
+    assert outcomes(records) == reference and stats.worker_restarts == 1
+    assert {r.key: r for r in records}[("standin", 0, 2)].extra["attempts"] == 2
+    assert time.monotonic() - t0 < 30
+
+
 def test_broken_workers_abort_without_recording(tmp_path: Path) -> None:
     """When nothing can finish (say, no GL), the run stops with the error instead of filling the
     results with error records that a re-run after the fix would keep."""

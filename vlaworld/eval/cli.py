@@ -38,7 +38,14 @@ from vlaworld.eval.results import (
     write_run_info,
     write_summary,
 )
-from vlaworld.eval.scheduler import ChunkPolicy, RunStats, Scheduler, SchedulerConfig, WorkersBroken
+from vlaworld.eval.scheduler import (
+    WORKER_TIMEOUT_S,
+    ChunkPolicy,
+    RunStats,
+    Scheduler,
+    SchedulerConfig,
+    WorkersBroken,
+)
 
 MEMORY_MODES = ("pred", "none", "zero", "random", "random_scaled", "signflip", "shuffle")  # SPEC §6
 DTYPES = ("float32", "bfloat16", "float16")
@@ -71,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--max-steps", type=int, help="policy steps per episode (default: the suite's limit)")
     ap.add_argument("--max-batch", type=int, help="rows per policy call (default: all waiting workers); 1 makes "
                     "each episode's float math independent of its batch neighbours, at a cost in speed")
+    ap.add_argument("--worker-timeout", type=float, default=WORKER_TIMEOUT_S, metavar="S",
+                    help="seconds a worker may take to answer (build+reset, or one chunk) before it is "
+                    "killed as hung and its episode retried (default %(default)g)")
     ap.add_argument("--videos", type=int, default=0, metavar="K", help="mp4 of the first K episodes of each task")
     ap.add_argument("--seed", type=int, default=0, help="mixed into every episode's noise generator")
     ap.add_argument("--vlm", help="local SmolVLM directory (config + tokenizer), else the offline HF cache")
@@ -210,7 +220,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         scheduler = SchedulerConfig(
             n_envs=args.n_envs, env_factory=envs.make, max_steps=max_steps, init_protocol=args.init_protocol,
             video_dir=str(Path(args.out) / "videos") if args.videos else None, videos_per_task=args.videos,
-            max_batch=args.max_batch,
+            max_batch=args.max_batch, worker_timeout_s=args.worker_timeout,
         )
         started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         records, stats = run_eval(

@@ -43,6 +43,10 @@ from vlaworld.eval.worker import (
 
 MAX_ATTEMPTS = 2  # SPEC §8: an episode whose worker failed is retried once, then recorded as an error
 JOIN_TIMEOUT_S = 10.0  # how long a stopping worker may take to close its simulator before it is killed
+# A worker must answer each message (env build + reset, or one chunk of steps) within this time, else it
+# is treated as hung (EGL readPixels hangs are known on H100/H200: reference/users_and_perf.md §0.3).
+# Normal answers take seconds (build 4 s + reset 3.4 s; 50 camera steps 7.5 s); 600 s is for loaded hosts.
+WORKER_TIMEOUT_S = 600.0
 
 
 class WorkersBroken(RuntimeError):
@@ -77,6 +81,7 @@ class SchedulerConfig:
     # Rows per policy call; None = every waiting worker. 1 makes each row's float math independent of
     # its neighbours (batched kernels differ from single-row ones in the last bits), at a cost in speed.
     max_batch: int | None = None
+    worker_timeout_s: float = WORKER_TIMEOUT_S
     start_method: str = "forkserver" if sys.platform.startswith("linux") else "spawn"
 
     def __post_init__(self) -> None:
@@ -128,6 +133,7 @@ class _Slot:
     conn: Connection
     episode: EpisodeId | None = None
     started: float = 0.0
+    sent_at: float = 0.0  # when the worker got its last message (watchdog)
     steps: int = 0
     waiting: ChunkRequest | None = None
 
@@ -209,6 +215,7 @@ class Scheduler:
         self.policy.begin_episode(episode)
         video = self.config.video_dir is not None and episode.episode < self.config.videos_per_task
         slot.episode, slot.started, slot.steps, slot.waiting = episode, time.perf_counter(), 0, None
+        slot.sent_at = slot.started
         try:
             slot.conn.send(StartEpisode(suite=episode.suite, task_id=episode.task_id,
                                         episode=episode.episode, video=video))
@@ -220,12 +227,18 @@ class Scheduler:
         busy = [s for s in self._slots if s.episode is not None and s.waiting is None]
         if not busy:
             return
-        wait([s.conn for s in busy] + [s.process.sentinel for s in busy])
+        deadline = min(s.sent_at for s in busy) + self.config.worker_timeout_s
+        wait([s.conn for s in busy] + [s.process.sentinel for s in busy],
+             timeout=max(deadline - time.perf_counter(), 0.0))
+        now = time.perf_counter()
         for slot in busy:
             try:
                 if not slot.conn.poll():
                     if not slot.process.is_alive():
                         raise EOFError
+                    if now - slot.sent_at > self.config.worker_timeout_s:
+                        self._failed(slot, state, f"worker hung: no reply in {self.config.worker_timeout_s:g} s "
+                                     "(killed); see --worker-timeout")
                     continue
                 message = slot.conn.recv()
             except (EOFError, ConnectionResetError, OSError) as exc:
@@ -306,6 +319,7 @@ class Scheduler:
         state.stats.policy_rows += len(group)
         for slot, chunk in zip(group, chunks, strict=True):
             slot.waiting = None
+            slot.sent_at = time.perf_counter()
             actions = np.ascontiguousarray(chunk[: self.policy.n_action_steps], dtype=np.float32)
             try:
                 slot.conn.send(Actions(actions=actions))
