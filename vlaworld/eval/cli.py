@@ -119,7 +119,8 @@ def build_policy(args: argparse.Namespace) -> tuple[ChunkPolicy, dict[str, Any],
         if args.suite != "libero_spatial":
             raise ValueError("--policy scripted solves libero_spatial tasks only; pass --suite libero_spatial")
         for flag, value in (("--memory", args.memory), ("--n-action-steps", args.n_action_steps),
-                            ("--dtype", args.dtype), ("--vlm", args.vlm), ("--stats", args.stats)):
+                            ("--dtype", args.dtype), ("--vlm", args.vlm), ("--stats", args.stats),
+                            ("--world-encoder", args.world_encoder), ("--compile", args.compile or None)):
             if value is not None:
                 raise ValueError(f"{flag} applies to neural policies; drop it with --policy scripted")
         return ScriptedChunkPolicy(), {"policy": "scripted", "n_action_steps": 1, "memory": None}, None
