@@ -14,8 +14,10 @@ on the noise and a batching or seeding bug shows up as a changed result.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -172,9 +174,21 @@ class StandinPolicy:
         return {}
 
 
+def raw_keys(run_dir: str | Path) -> Counter:
+    """Episode identities as written in episodes.jsonl, duplicates included (the reader hides them)."""
+    lines = (Path(run_dir) / "episodes.jsonl").read_text().splitlines()
+    return Counter((r["suite"], r["task_id"], r["episode"]) for r in map(json.loads, lines))
+
+
+def outcomes(records) -> dict:
+    """What must not depend on the schedule: per-episode outcome, seeds, and what was rendered."""
+    return {r.key: (r.success, r.steps, r.seed, r.init_state, r.error, r.extra.get("rendered_steps")) for r in records}
+
+
 def run_standin(out: str | Path, *, n_envs: int, tasks: Sequence[int], episodes: int, seed: int = 0,
                 factory: StandinFactory | None = None, policy: StandinPolicy | None = None,
-                max_batch: int | None = None, worker_timeout_s: float = 600.0, progress: bool | None = False):
+                max_batch: int | None = None, worker_timeout_s: float = 600.0, progress: bool | None = False,
+                shard_info=None):
     """The evaluator on stand-ins: returns (records, stats) of run_eval."""
     from vlaworld.eval.cli import run_eval
     from vlaworld.eval.scheduler import SchedulerConfig
@@ -185,7 +199,7 @@ def run_standin(out: str | Path, *, n_envs: int, tasks: Sequence[int], episodes:
     return run_eval(out=out, config=config, episodes=eps, policy=policy or StandinPolicy(seed=seed),
                     scheduler=SchedulerConfig(n_envs=n_envs, env_factory=factory or StandinFactory(),
                                               max_batch=max_batch, worker_timeout_s=worker_timeout_s),
-                    progress=progress)
+                    progress=progress, shard_info=shard_info)
 
 
 def main() -> None:
@@ -197,8 +211,11 @@ def main() -> None:
     ap.add_argument("--step-sleep", type=float, default=0.0)
     ap.add_argument("--marker-dir", help="write the episode timeline (worker pids) here")
     args = ap.parse_args()
+    from vlaworld.eval.shards import from_env
+
     run_standin(args.out, n_envs=args.n_envs, tasks=range(args.tasks), episodes=args.episodes,
-                factory=StandinFactory(step_sleep=args.step_sleep, marker_dir=args.marker_dir))
+                factory=StandinFactory(step_sleep=args.step_sleep, marker_dir=args.marker_dir),
+                shard_info=from_env())  # RANK / WORLD_SIZE as torchrun sets them
 
 
 if __name__ == "__main__":

@@ -14,23 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.standins import Fault, StandinFactory, StandinPolicy, run_standin
+from tests.standins import Fault, StandinFactory, StandinPolicy, outcomes, raw_keys, run_standin
 from vlaworld.eval.results import ConfigChanged, read_episodes
 from vlaworld.eval.scheduler import WorkersBroken
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = (0, 1)
 EPISODES = 5
-
-
-def raw_keys(run_dir: Path) -> Counter:
-    """Episode identities as written, duplicates included (the reader would hide them)."""
-    lines = (run_dir / "episodes.jsonl").read_text().splitlines()
-    return Counter((r["suite"], r["task_id"], r["episode"]) for r in map(json.loads, lines))
-
-
-def outcomes(records) -> dict:
-    return {r.key: (r.success, r.steps, r.seed, r.init_state, r.error, r.extra.get("rendered_steps")) for r in records}
 
 
 @pytest.fixture(scope="module")

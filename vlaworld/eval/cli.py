@@ -24,7 +24,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from vlaworld.eval.episode import NOISE_DERIVATION, EpisodeId, episode_list, parse_tasks
+from vlaworld.eval.episode import NOISE_DERIVATION, EpisodeId, episode_list, parse_tasks, shard
+from vlaworld.eval.shards import ShardInfo, from_env, merge_if_complete, shard_config
 from vlaworld.eval.progress import Progress
 from vlaworld.eval.results import (
     SUMMARY_JSON,
@@ -69,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--suite", default="libero_spatial")
     ap.add_argument("--tasks", default="all", help="task ids: 'all', '0-9', '0,3,5-7' (default all)")
     ap.add_argument("--episodes", type=int, default=50, help="episodes per task; episode e uses init state e %% 50")
-    ap.add_argument("--n-envs", type=int, default=default_n_envs(), help="env worker processes (default 0.7 x cores)")
+    ap.add_argument("--n-envs", type=int, help="env worker processes (default 0.7 x cores, split between the "
+                    "ranks of a node under torchrun)")
     ap.add_argument("--out", required=True, help="run directory (re-run the same command to resume)")
     ap.add_argument("--device", default="auto", help="torch device for the policy: auto, cpu, cuda, cuda:1, ...")
     ap.add_argument("--dtype", choices=DTYPES, help="cast the policy (default: dtypes as stored)")
@@ -162,9 +164,40 @@ def run_eval(
     progress: bool | None = None,
     extra: Mapping[str, Any] | None = None,
     on_record: Callable[[EpisodeRecord], None] | None = None,
+    shard_info: ShardInfo | None = None,
 ) -> tuple[list[EpisodeRecord], RunStats]:
-    """Run (or resume) the episodes into ``out``; returns the run's records and this invocation's stats."""
-    out = Path(out)
+    """Run (or resume) the episodes into ``out``; returns the records and this invocation's stats.
+
+    Under a shard (torchrun), this rank runs its share into its own directory and the run is merged
+    into ``out`` by whichever rank completes it (vlaworld.eval.shards); the records returned are the
+    rank's.
+    """
+    if shard_info is None or not shard_info.active:
+        return _run_part(Path(out), config, episodes, policy, scheduler, checkpoint_hash=checkpoint_hash,
+                         sim_stack=sim_stack, progress=progress, extra=extra, on_record=on_record)
+    check_resume(out, config, checkpoint_hash=checkpoint_hash, sim_stack=sim_stack, ignore=RESUME_IGNORE)
+    part = shard(episodes, shard_info.rank, shard_info.world_size)
+    result = _run_part(shard_info.run_dir(out), shard_config(config, shard_info), part, policy, scheduler,
+                       checkpoint_hash=checkpoint_hash, sim_stack=sim_stack, progress=progress, extra=extra,
+                       on_record=on_record)
+    merge_if_complete(out, config, episodes, shard_info.world_size, checkpoint_hash=checkpoint_hash,
+                      sim_stack=sim_stack, extra=extra)
+    return result
+
+
+def _run_part(
+    out: Path,
+    config: Mapping[str, Any],
+    episodes: Sequence[EpisodeId],
+    policy: ChunkPolicy,
+    scheduler: SchedulerConfig,
+    *,
+    checkpoint_hash: str | None,
+    sim_stack: Mapping[str, Any] | None,
+    progress: bool | None,
+    extra: Mapping[str, Any] | None,
+    on_record: Callable[[EpisodeRecord], None] | None,
+) -> tuple[list[EpisodeRecord], RunStats]:
     stored = check_resume(out, config, checkpoint_hash=checkpoint_hash, sim_stack=sim_stack, ignore=RESUME_IGNORE)
     if stored is None:
         write_run_info(out, RunInfo(config=config, checkpoint_hash=checkpoint_hash, versions=versions(),
@@ -207,6 +240,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     import vlaworld.envs as envs
 
     try:
+        shard_info = from_env()
+        n_envs = args.n_envs or max(1, default_n_envs() // shard_info.local_world_size)
+        if shard_info.active and args.device in ("auto", "cuda"):
+            args.device = shard_info.device(_device(args.device))  # one GPU per rank
         tasks = parse_tasks(args.tasks, envs.num_tasks(args.suite))
         episodes = episode_list(args.suite, tasks, args.episodes)
         policy, fields, ckpt_hash = build_policy(args)
@@ -219,7 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             **fields,
         }
         scheduler = SchedulerConfig(
-            n_envs=args.n_envs, env_factory=envs.make, max_steps=max_steps, init_protocol=args.init_protocol,
+            n_envs=n_envs, env_factory=envs.make, max_steps=max_steps, init_protocol=args.init_protocol,
             video_dir=str(Path(args.out) / "videos") if args.videos else None, videos_per_task=args.videos,
             max_batch=args.max_batch, worker_timeout_s=args.worker_timeout,
         )
@@ -227,8 +264,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         records, stats = run_eval(
             out=args.out, config=config, episodes=episodes, policy=policy, scheduler=scheduler,
             checkpoint_hash=ckpt_hash, sim_stack=envs.simulator_stack(args.init_protocol), progress=args.progress,
-            extra={"n_envs": args.n_envs, "max_batch": args.max_batch, "videos": args.videos,
+            extra={"n_envs": n_envs, "max_batch": args.max_batch, "videos": args.videos,
                    "argv": list(sys.argv), "started_utc": started},
+            shard_info=shard_info,
         )
     except (ConfigChanged, ValueError, FileNotFoundError, WorkersBroken) as exc:
         print(f"vlaworld.eval: error: {exc}", file=sys.stderr)
@@ -239,8 +277,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     ok = [r for r in records if r.error is None]
     wins = sum(r.success for r in ok)
-    t = stats.throughput(args.n_envs)
-    print(f"{args.out}: {wins}/{len(ok)} successes, {len(records) - len(ok)} errors; this run "
+    t = stats.throughput(n_envs)
+    where = shard_info.run_dir(args.out)
+    print(f"{where}: {wins}/{len(ok)} successes, {len(records) - len(ok)} errors; this run "
           f"{stats.episodes} episodes in {stats.wall_s:.1f} s ({t['env_steps_per_s']:.1f} env steps/s). "
-          f"See {Path(args.out) / 'summary.md'}")
+          f"See {where / 'summary.md'}")
     return 0
