@@ -9,7 +9,7 @@ import vlaworld.envs as ve
 
 pytestmark = pytest.mark.libero
 
-SUITE, TASK, EPISODE = "libero_spatial", 1, 2
+SUITE, TASK, EPISODE = "libero_spatial", 4, 2  # task 4 has a drawer: LIBERO's reset history matters
 N_STEPS = 8
 FIRST_RENDERED = 5  # steps 1..4 skip rendering, 5..8 render again
 

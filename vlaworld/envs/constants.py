@@ -55,6 +55,13 @@ ACTION_LOW, ACTION_HIGH = -1.0, 1.0
 ROBOSUITE_HORIZON = 1000
 CONTROL_FREQ_HZ = 20  # ControlEnv default control_freq
 
+# LIBERO appends its open/close and turn-on/off property samplers to a list on every model load (hard
+# reset) without clearing it, and each one draws from np.random: the layout of a seeded reset depends
+# on how many resets the instance had. LeRobot's episode reset is an instance's third model load
+# (construction, the env.reset() in LiberoEnv._make_envs_task, then the episode's reset), so every
+# episode is reset as if 2 loads came before it: same as LeRobot, independent of the env's history.
+LEROBOT_PRIOR_MODEL_LOADS = 2
+
 # Init protocols. "lerobot-0.4.4": reset, then set_init_state (LeRobot >= 0.4.3, openpi, LIBERO).
 # "lerobot-0.4.2": set_init_state, then the hard reset, which discards it (libero_conventions §0.1).
 INIT_PROTOCOLS: tuple[str, ...] = ("lerobot-0.4.4", "lerobot-0.4.2")

@@ -44,6 +44,7 @@ from vlaworld.envs.constants import (
     DUMMY_ACTION,
     IMAGE_SIZE,
     INIT_PROTOCOLS,
+    LEROBOT_PRIOR_MODEL_LOADS,
     MAX_STEPS,
     N_INIT_STATES,
     ROBOSUITE_HORIZON,
@@ -135,6 +136,7 @@ class LiberoEnv(gym.Env):
         self.observation_space = observation_space(config.image_size)
         self._sim: Any = None  # libero OffScreenRenderEnv, built lazily by _simulator()
         self._sim_pid: int | None = None
+        self._property_samplers: tuple[Any, ...] = ()  # one model load's LIBERO property samplers
         self._cameras = config.cameras
         self._render_now = True  # the gate the camera sensors read
         self._blank = np.zeros((config.image_size, config.image_size, 3), np.uint8)
@@ -159,6 +161,7 @@ class LiberoEnv(gym.Env):
             size = self.config.image_size
             self._sim = OffScreenRenderEnv(bddl_file_name=self.task.bddl_file, camera_heights=size, camera_widths=size)
             self._sim_pid = os.getpid()
+            self._property_samplers = tuple(self._sim.env.object_property_initializers)
             self._gate_cameras(self._sim)  # once: hard resets keep these observables (_hard_reset)
             _LIVE.add(self)
             global _atexit_registered
@@ -260,9 +263,11 @@ class LiberoEnv(gym.Env):
             raw, _, _, _ = sim.step(DUMMY_ACTION)
         return raw
 
-    @staticmethod
-    def _hard_reset(sim: Any) -> None:
-        """LIBERO's reset() (a hard reset), keeping our gated camera observables.
+    def _hard_reset(self, sim: Any) -> None:
+        """LIBERO's reset() (a hard reset) as LeRobot's episode reset sees it, keeping our cameras.
+
+        LIBERO's property samplers pile up over model loads (constants.LEROBOT_PRIOR_MODEL_LOADS):
+        we set the pile to what LeRobot's episode reset finds, so the layout depends on the seed only.
 
         A hard reset rebuilds every observable's sensor, rendering each camera three times
         (robosuite checks new sensors by calling them, twice, then forces an observation). With
@@ -271,6 +276,7 @@ class LiberoEnv(gym.Env):
         so renders the new simulation. Physics and later frames are unchanged (tests).
         """
         robosuite_env = sim.env
+        robosuite_env.object_property_initializers[:] = list(self._property_samplers) * LEROBOT_PRIOR_MODEL_LOADS
         robosuite_env.use_camera_obs = False
         try:
             sim.reset()
