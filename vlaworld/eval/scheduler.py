@@ -17,6 +17,7 @@ Results leave through ``on_record`` as soon as an episode finishes, so the calle
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import sys
 import time
 from collections import deque
@@ -157,6 +158,7 @@ class Scheduler:
         self._spec = WorkerSpec(
             env_factory=config.env_factory, n_action_steps=policy.n_action_steps, needs=policy.needs,
             max_steps=config.max_steps, init_protocol=config.init_protocol, video_dir=config.video_dir,
+            render_threads=render_threads(config.n_envs),
         )
         self._slots: list[_Slot] = []
 
@@ -325,6 +327,11 @@ class Scheduler:
                 slot.conn.send(Actions(actions=actions))
             except (BrokenPipeError, ConnectionResetError):
                 pass  # its death shows up as EOF in the next _receive
+
+
+def render_threads(n_envs: int) -> int:
+    """Software-GL render threads per worker: the cores shared out (see worker.py, Threads)."""
+    return max(1, (os.cpu_count() or 1) // n_envs)
 
 
 def _error_record(episode: EpisodeId, task: str, error: str, attempts: int, wall_s: float) -> EpisodeRecord:

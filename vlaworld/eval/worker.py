@@ -16,6 +16,11 @@ boundary (t % n_action_steps == 0); world policies also read the world camera's 
 W - 1 observations before it. So the cameras render on step t iff (-t) % n_action_steps < max(W, 1),
 and on every step of a recorded video episode. Skipped renders do not change later images
 (LiberoEnv.set_render). The worker imports neither torch nor the policy.
+
+Threads: software GL (Mesa llvmpipe) starts one render thread per core in every worker by default;
+with N workers and a CPU policy that oversubscribes the cores, and spinning threads then starve one
+another (measured on 2 cores: 5.4 s per tiny-policy chunk instead of 0.08 s). Each worker therefore
+gets LP_NUM_THREADS = cores // N unless the user set it.
 """
 
 from __future__ import annotations
@@ -65,6 +70,7 @@ class WorkerSpec:
     max_steps: int | None = None
     init_protocol: str = "lerobot-0.4.4"
     video_dir: str | None = None
+    render_threads: int | None = None  # LP_NUM_THREADS for software GL (llvmpipe), unless already set
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -240,6 +246,8 @@ def _serve(conn: Connection, spec: WorkerSpec) -> None:
 def worker_main(conn: Connection, spec: WorkerSpec) -> None:
     """Process entry point. Exceptions stop here: reported to the parent with their traceback."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle (it stops us)
+    if spec.render_threads is not None:  # before the first reset creates the GL context
+        os.environ.setdefault("LP_NUM_THREADS", str(spec.render_threads))
     try:
         _serve(conn, spec)
     except (EOFError, BrokenPipeError, ConnectionResetError):
