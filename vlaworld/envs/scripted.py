@@ -11,7 +11,8 @@ The objects of interest of every libero_spatial task are (bowl, plate), in this 
 the arm's reach limit), first turning the gripper about the vertical so that the fingers, which
 close along world y in the start pose, close along the bowl's radius there. It then steers the bowl
 itself (it may slip in the fingers) until its centre touches down on the plate's centre (LIBERO's
-On(bowl, plate) needs contact and < 3 cm between centres).
+On(bowl, plate) needs contact and < 3 cm between centres). A grasp that does not lift the bowl is
+retried from the next side (up to max_attempts).
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ class ScriptedConfig:
     close_steps: int = 12  # steps holding still while the gripper closes
     release_steps: int = 10
     max_phase_steps: int = 80  # a phase that takes longer moves on anyway
+    lifted: float = 0.04  # the bowl must rise this much while lifting, else the grasp missed
+    max_attempts: int = 3  # grasp attempts, each from the next side in side_angles_deg
 
 
 _PHASES = ("approach", "descend", "close", "lift", "carry", "lower", "release", "retreat")
@@ -68,7 +71,10 @@ def _rotation_error(target: np.ndarray, current: np.ndarray) -> np.ndarray:
 
 
 class ScriptedSpatialExpert:
-    """Waypoint state machine: approach, descend, close, lift, carry, lower, release, retreat."""
+    """Waypoint state machine: approach, descend, close, lift, carry, lower, release, retreat.
+
+    One instance per running episode; call reset() at every env reset.
+    """
 
     def __init__(self, config: ScriptedConfig | None = None) -> None:
         self.config = config or ScriptedConfig()
@@ -82,6 +88,10 @@ class ScriptedSpatialExpert:
         self._grasp_offset: np.ndarray | None = None  # (3,) grasp point relative to the bowl origin
         self._hold_pos: np.ndarray | None = None  # (3,) kept while the gripper closes or opens
         self._lift_z: float | None = None  # frozen at the first step, while the bowl rests on the table
+        self._bowl_z: float | None = None  # bowl height at rest
+        self._attempt = 0
+        self._side = -1  # index into side_angles_deg of the grasp side in use
+        self._start_mat: np.ndarray | None = None  # (3, 3) gripper orientation at the first step
 
     @property
     def phase_name(self) -> str:
@@ -95,6 +105,8 @@ class ScriptedSpatialExpert:
         bowl, plate = (np.asarray(p, dtype=np.float64) for p in state["object_pos"][:2])
         if self._orientation is None:
             self._plan(state, mat, bowl)
+        if self.phase_name == "carry" and self._phase_steps == 0 and self._missed(bowl):
+            self._retry(state, bowl)
         grasp = bowl + self._grasp_offset
         lift_z = self._lift_z
         # Once grasped, steer the bowl itself (it may slip in the fingers): eef moves by the bowl's error.
@@ -134,10 +146,26 @@ class ScriptedSpatialExpert:
         self._advance(done)
         return action.astype(np.float32)
 
-    def _plan(self, state: Mapping[str, Any], mat: np.ndarray, bowl: np.ndarray) -> None:
+    def _missed(self, bowl: np.ndarray) -> bool:
+        """After lifting: did the bowl stay down (the fingers closed on nothing or on its rim)?"""
+        return bool(bowl[2] < self._bowl_z + self.config.lifted)
+
+    def _retry(self, state: Mapping[str, Any], bowl: np.ndarray) -> None:
+        """Back to approach with the next grasp side; after max_attempts, give up (retreat and wait)."""
+        self._phase_steps, self._hold_pos = 0, None
+        if self._attempt + 1 >= self.config.max_attempts:
+            self.phase = _PHASES.index("retreat")
+            return
+        self._attempt += 1
+        self.phase = 0
+        self._plan(state, self._start_mat, bowl, after=self._side)
+
+    def _plan(self, state: Mapping[str, Any], mat: np.ndarray, bowl: np.ndarray, after: int = -1) -> None:
         """Grasp side (_grasp_direction), the gripper yaw that suits it, and the carry height."""
         cfg = self.config
-        toward = self._grasp_direction(state, bowl)
+        if self._bowl_z is None:
+            self._bowl_z, self._start_mat = float(bowl[2]), mat.copy()
+        self._side, toward = self._grasp_direction(state, bowl, after)
         # Fingers close along the grip site's x axis (measured: the finger bodies separate along it);
         # turn it (yaw) onto the radius `toward`, by the smaller angle that does (fingers are symmetric).
         closing = mat[:2, 0]
@@ -145,26 +173,28 @@ class ScriptedSpatialExpert:
         angle = (angle + np.pi / 2) % np.pi - np.pi / 2
         self._orientation = _yaw(angle) @ mat
         self._grasp_offset = np.array([*(cfg.grasp_radius * toward), cfg.grasp_height])
-        self._lift_z = float(bowl[2] + cfg.grasp_height + cfg.hover_height)
+        self._lift_z = float(self._bowl_z + cfg.grasp_height + cfg.hover_height)
 
-    def _grasp_direction(self, state: Mapping[str, Any], bowl: np.ndarray) -> np.ndarray:
-        """(2,) unit xy direction from the bowl centre to its grasp point.
+    def _grasp_direction(self, state: Mapping[str, Any], bowl: np.ndarray, after: int) -> tuple[int, np.ndarray]:
+        """(side index, (2,) unit xy direction from the bowl centre to its grasp point).
 
         Towards the robot base if the outer finger lands clear of other objects there, else the
-        first clear side among side_angles_deg, else the side with the most clearance.
+        first clear side among side_angles_deg (after index `after`), else the one with the most
+        clearance.
         """
         cfg = self.config
         base = np.asarray(state["base_pos"], dtype=np.float64)[:2] - bowl[:2]
+        base /= np.linalg.norm(base)
         others = np.asarray(state["other_pos"], dtype=np.float64).reshape(-1, 3)[:, :2]
-        best, best_clear = base / np.linalg.norm(base), -np.inf
-        for degrees in cfg.side_angles_deg:
-            direction = _yaw(np.deg2rad(degrees))[:2, :2] @ (base / np.linalg.norm(base))
+        best, best_clear = (after + 1, base), -np.inf
+        for index in range(after + 1, len(cfg.side_angles_deg)):
+            direction = _yaw(np.deg2rad(cfg.side_angles_deg[index]))[:2, :2] @ base
             finger = bowl[:2] + (cfg.grasp_radius + cfg.finger_reach) * direction
             clear = np.min(np.linalg.norm(others - finger, axis=1)) if len(others) else np.inf
             if clear >= cfg.clearance:
-                return direction
+                return index, direction
             if clear > best_clear:
-                best, best_clear = direction, clear
+                best, best_clear = (index, direction), clear
         return best
 
     def _hold(self, eef: np.ndarray) -> np.ndarray:
