@@ -179,6 +179,7 @@ class LiberoEnv(gym.Env):
             del sim
             gc.collect()  # robosuite frees the EGL context in __del__; do it before interpreter teardown
         self._sim_pid = None
+        self._property_samplers = ()
         self._episode_over = True
 
     def __getstate__(self) -> dict[str, Any]:
