@@ -36,6 +36,18 @@ def test_scripted_expert_succeeds(tmp_path: Path) -> None:
     assert run["config"]["policy"] == "scripted" and run["sim_stack"]["recipe"]["settle_steps"] == 10
 
 
+def test_outcomes_do_not_depend_on_worker_count(tmp_path: Path) -> None:
+    """Workers reuse their env across episodes, so an env whose layout depended on its reset history
+    would make outcomes depend on the schedule. One worker runs 0, 1, 2 in turn; two split them."""
+    runs = {}
+    for n in (1, 2):
+        out = tmp_path / f"n{n}"
+        assert main(["--policy", "scripted", "--tasks", "1", "--episodes", "3", "--n-envs", str(n),
+                     "--max-steps", "160", "--out", str(out)]) == 0
+        runs[n] = {r.key: (r.success, r.steps) for r in read_episodes(out).records}
+    assert runs[1] == runs[2] and len(runs[1]) == 3
+
+
 def test_tiny_checkpoint_full_path_and_resume(tmp_path: Path) -> None:
     ckpt = write_tiny_checkpoint(tmp_path / "ckpt")
     vlm = write_tiny_vlm(tmp_path / "vlm")
