@@ -78,3 +78,15 @@ def test_episode_list_and_shards() -> None:
 def test_render_schedule(n: int, w: int, cameras: bool, rendered: list[int]) -> None:
     needs = ObservationNeeds(cameras=cameras, world_frames=w, world_camera="observation.images.image" if w else None)
     assert [t for t in range(21) if render_needed(t, n, needs)] == rendered
+
+
+def test_world_camera_in_env_names() -> None:
+    """A checkpoint that renames env cameras gets its world frames from the env's camera."""
+    from types import SimpleNamespace
+
+    from vlaworld.eval.policies import env_feature
+
+    rename = {"observation.images.image": "observation.images.top"}  # env name -> checkpoint name
+    renamed = SimpleNamespace(processors=SimpleNamespace(rename_map=rename))
+    assert env_feature(renamed, "observation.images.top") == "observation.images.image"
+    assert env_feature(SimpleNamespace(), "observation.images.image") == "observation.images.image"

@@ -44,6 +44,12 @@ class ScriptedChunkPolicy:
         return {}
 
 
+def env_feature(policy: Any, feature: str) -> str:
+    """The env's name for a checkpoint feature: the checkpoint's rename map (env -> policy) inverted."""
+    rename = getattr(getattr(policy, "processors", None), "rename_map", None) or {}
+    return {policy_name: env_name for env_name, policy_name in rename.items()}.get(feature, feature)
+
+
 class _MemoryTally:
     """Per-episode sums of the policy's per-chunk statistics (policy.last_chunk_stats rows)."""
 
@@ -81,7 +87,7 @@ class NeuralChunkPolicy:
         self.world_frames = int(getattr(policy, "world_frames_needed", 0) or 0)
         self.needs = ObservationNeeds(
             cameras=True, world_frames=self.world_frames,
-            world_camera=policy.world_camera if self.world_frames else None,
+            world_camera=env_feature(policy, policy.world_camera) if self.world_frames else None,
         )
         self.random_memory = getattr(cfg, "memory", None) in RANDOM_MEMORY_MODES
         self._generators: dict[EpisodeId, Any] = {}
