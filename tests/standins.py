@@ -188,14 +188,14 @@ def outcomes(records) -> dict:
 def run_standin(out: str | Path, *, n_envs: int, tasks: Sequence[int], episodes: int, seed: int = 0,
                 factory: StandinFactory | None = None, policy: StandinPolicy | None = None,
                 max_batch: int | None = None, worker_timeout_s: float = 600.0, progress: bool | None = False,
-                shard_info=None):
+                shard_info=None, device: str = "cpu"):
     """The evaluator on stand-ins: returns (records, stats) of run_eval."""
     from vlaworld.eval.cli import run_eval
     from vlaworld.eval.scheduler import SchedulerConfig
 
     eps = episode_list("standin", tasks, episodes)
     config = {"suite": "standin", "tasks": list(tasks), "episodes": episodes, "seed": seed, "policy": "standin",
-              "memory": None}
+              "memory": None, "device": device}
     return run_eval(out=out, config=config, episodes=eps, policy=policy or StandinPolicy(seed=seed),
                     scheduler=SchedulerConfig(n_envs=n_envs, env_factory=factory or StandinFactory(),
                                               max_batch=max_batch, worker_timeout_s=worker_timeout_s),

@@ -30,7 +30,8 @@ def test_ranks_merge_into_one_run(tmp_path: Path, reference: dict) -> None:
     out = tmp_path / "run"
     r0, _ = run_standin(out, n_envs=2, tasks=TASKS, episodes=EPISODES, shard_info=ShardInfo(rank=0, world_size=2))
     assert not (out / "episodes.jsonl").exists(), "merged before every shard finished"
-    r1, _ = run_standin(out, n_envs=2, tasks=TASKS, episodes=EPISODES, shard_info=ShardInfo(rank=1, world_size=2))
+    r1, _ = run_standin(out, n_envs=2, tasks=TASKS, episodes=EPISODES, shard_info=ShardInfo(rank=1, world_size=2),
+                        device="cuda:1")  # each rank records its own GPU
     assert {r.key for r in r0}.isdisjoint({r.key for r in r1}) and len(r0) + len(r1) == len(reference)
     assert raw_keys(out) == {k: 1 for k in reference}
     assert outcomes(read_episodes(out).records) == reference

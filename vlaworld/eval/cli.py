@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from vlaworld.eval.episode import NOISE_DERIVATION, EpisodeId, episode_list, parse_tasks, shard
-from vlaworld.eval.shards import ShardInfo, from_env, merge_if_complete, shard_config
+from vlaworld.eval.shards import PER_RANK_FIELDS, ShardInfo, from_env, merge_if_complete, shard_config
 from vlaworld.eval.progress import Progress
 from vlaworld.eval.results import (
     SUMMARY_JSON,
@@ -197,13 +197,14 @@ def run_eval(
     if shard_info is None or not shard_info.active:
         return _run_part(Path(out), config, episodes, policy, scheduler, checkpoint_hash=checkpoint_hash,
                          sim_stack=sim_stack, progress=progress, extra=extra, on_record=on_record)
-    check_resume(out, config, checkpoint_hash=checkpoint_hash, sim_stack=sim_stack, ignore=RESUME_IGNORE)
+    check_resume(out, config, checkpoint_hash=checkpoint_hash, sim_stack=sim_stack,
+                 ignore=(*RESUME_IGNORE, *PER_RANK_FIELDS))
     part = shard(episodes, shard_info.rank, shard_info.world_size)
     result = _run_part(shard_info.run_dir(out), shard_config(config, shard_info), part, policy, scheduler,
                        checkpoint_hash=checkpoint_hash, sim_stack=sim_stack, progress=progress, extra=extra,
                        on_record=on_record)
     merge_if_complete(out, config, episodes, shard_info.world_size, checkpoint_hash=checkpoint_hash,
-                      sim_stack=sim_stack, extra=extra)
+                      sim_stack=sim_stack, extra=extra, ignore=RESUME_IGNORE)
     return result
 
 

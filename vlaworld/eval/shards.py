@@ -33,6 +33,8 @@ from vlaworld.eval.results import (
 )
 
 SHARDS_DIR = "shards"
+# Each rank runs on its own GPU (cuda:LOCAL_RANK), so the run-level record may differ in these fields.
+PER_RANK_FIELDS = ("device", "policy_config.device")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -90,6 +92,7 @@ def merge_if_complete(
     checkpoint_hash: str | None = None,
     sim_stack: Mapping[str, Any] | None = None,
     extra: Mapping[str, Any] | None = None,
+    ignore: Sequence[str] = (),
 ) -> bool:
     """Merge every rank's results into run_dir once all episodes are done; False if some are missing."""
     run_dir = Path(run_dir)
@@ -107,7 +110,8 @@ def merge_if_complete(
             throughputs.append(json.loads((part / SUMMARY_JSON).read_text(encoding="utf-8")).get("throughput", {}))
     if set(records) != wanted:
         return False
-    check_resume(run_dir, config, checkpoint_hash=checkpoint_hash, sim_stack=sim_stack, ignore=("label",))
+    check_resume(run_dir, config, checkpoint_hash=checkpoint_hash, sim_stack=sim_stack,
+                 ignore=(*ignore, *PER_RANK_FIELDS))
     write_run_info(run_dir, RunInfo(config=config, checkpoint_hash=checkpoint_hash, sim_stack=sim_stack or {},
                                     extra={**(extra or {}), "merged_from_shards": world_size}))
     ordered = [records[e.key] for e in episodes]
