@@ -21,7 +21,7 @@ import vlaworld
 from tests.standins import StandinFactory
 from vlaworld.demo import ensure_demo
 from vlaworld.eval.cli import run_eval
-from vlaworld.eval.episode import EpisodeId, episode_list
+from vlaworld.eval.episode import EpisodeId, chunk_noise, episode_generator, episode_list
 from vlaworld.eval.policies import NeuralChunkPolicy
 from vlaworld.eval.scheduler import SchedulerConfig
 
@@ -86,3 +86,41 @@ def test_episode_actions_do_not_depend_on_workers(tmp_path: Path, demo, device: 
     print(f"{device}/{memory}: max |batched - single-row| action difference {diff:.3g}; "
           f"mean batch {bstats.throughput(3)['mean_batch']:.2f}")
     assert diff < 1e-2
+
+
+class _FakeConfig:
+    chunk_size, n_action_steps, max_action_dim, memory, compile = 4, 2, 3, "random", True
+    image_features = ("observation.images.image",)
+
+
+class _FakePolicy:
+    """predict_chunk echoes each row's state and noise, so row bookkeeping can be checked."""
+
+    config = _FakeConfig()
+    world_frames_needed = 0
+
+    def __init__(self) -> None:
+        self.sizes: list[int] = []
+
+    def predict_chunk(self, batch, noise, generators):
+        self.sizes.append(len(batch["task"]))
+        assert len(generators) == noise.shape[0] == len(batch["task"])
+        self.last_chunk_stats = [{"memory_finite": True, "memory_norm": 1.0}] * noise.shape[0]
+        state = torch.as_tensor(batch["observation.state"])[:, None, :1].expand(-1, noise.shape[1], 1)
+        return torch.cat([state, noise[:, :, :2]], dim=2)  # [B, chunk, 3]
+
+
+def test_compiled_policy_batches_are_padded_to_powers_of_two() -> None:
+    fake = _FakePolicy()
+    adapter = NeuralChunkPolicy(fake, seed=0)
+    eps = [EpisodeId(suite="s", task_id=0, episode=e) for e in range(3)]
+    for e in eps:
+        adapter.begin_episode(e)
+    obs = [{"observation.images.image": np.zeros((2, 2, 3), np.uint8), "observation.state": np.full(8, i, np.float32),
+            "task": "t"} for i in range(3)]
+    out = adapter.predict(eps, obs)
+    assert fake.sizes == [4] and len(out) == 3
+    for i, e in enumerate(eps):  # each real row: its own state and its own episode's noise, first n steps
+        ref = chunk_noise([episode_generator(e, 0)], 4, 3)[0, :2, :2].numpy()
+        assert (out[i][:, 0] == i).all() and np.array_equal(out[i][:, 1:], ref)
+    assert all(adapter.end_episode(e)["chunks"] == 1 for e in eps)
