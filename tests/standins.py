@@ -142,6 +142,7 @@ class StandinPolicy:
 
     chunk_size = 6
     n_action_steps = 4
+    min_batch = 1
     needs = ObservationNeeds(cameras=True, world_frames=2, world_camera=IMAGE_KEYS[0])
 
     def __init__(self, seed: int = 0, noise_scale: float = 1.5, predict_sleep: float = 0.0) -> None:

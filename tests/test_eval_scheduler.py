@@ -81,6 +81,18 @@ def test_policy_calls_batch_all_waiting_workers_across_tasks(tmp_path: Path, ref
     assert outcomes(records) == reference and {len(b) for b in single.batches} == {1}
 
 
+def test_min_batch_waits_for_a_second_row(tmp_path: Path, reference: dict) -> None:
+    """A policy that needs two rows (memory 'shuffle') gets them unless a single episode is left."""
+    policy = StandinPolicy(predict_sleep=0.005)
+    policy.min_batch = 2
+    records, _ = run_standin(tmp_path / "run", n_envs=3, tasks=TASKS, episodes=EPISODES, policy=policy)
+    assert outcomes(records) == reference
+    sizes = [len(b) for b in policy.batches]
+    first_single = next((i for i, n in enumerate(sizes) if n < 2), len(sizes))
+    assert all(n < 2 for n in sizes[first_single:]), f"a lone row went ahead while others ran: {sizes}"
+    assert len({e for b in policy.batches[first_single:] for e in b}) <= 1  # only the run's last episode
+
+
 def test_resume_keeps_finished_and_refuses_changed_config(tmp_path: Path, reference: dict) -> None:
     out = tmp_path / "run"
     run_standin(out, n_envs=2, tasks=TASKS, episodes=EPISODES)

@@ -270,6 +270,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         tasks = parse_tasks(args.tasks, envs.num_tasks(args.suite))
         episodes = episode_list(args.suite, tasks, args.episodes)
         policy, fields, ckpt_hash = build_policy(args)
+        if fields.get("memory") == "shuffle" and (n_envs < 2 or args.max_batch == 1):
+            raise ValueError("--memory shuffle gives each episode the memory of another episode in its batch: "
+                             "it needs --n-envs >= 2 and --max-batch >= 2")
         max_steps = args.max_steps if args.max_steps is not None else envs.MAX_STEPS[args.suite]
         config = {
             "label": args.label or Path(args.out).resolve().name,

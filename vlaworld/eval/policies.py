@@ -38,6 +38,7 @@ class ScriptedChunkPolicy:
     """The privileged scripted expert: one action per step from the simulator state, no cameras."""
 
     n_action_steps = 1
+    min_batch = 1
     needs = ObservationNeeds(cameras=False, privileged=True)
 
     def __init__(self) -> None:
@@ -66,6 +67,7 @@ class _MemoryTally:
     def __init__(self) -> None:
         self.chunks = 0
         self.nonfinite = 0
+        self.unshuffled = 0
         self.norms: list[float] = []
 
     def add(self, row: Mapping[str, Any]) -> None:
@@ -78,6 +80,8 @@ class _MemoryTally:
 
     def fields(self) -> dict[str, Any]:
         out: dict[str, Any] = {"chunks": self.chunks, "memory_nonfinite_chunks": self.nonfinite}
+        if self.unshuffled:
+            out["memory_unshuffled_chunks"] = self.unshuffled
         if self.norms:
             out["memory_norm_mean"] = round(sum(self.norms) / len(self.norms), 6)
         return out
@@ -101,6 +105,8 @@ class NeuralChunkPolicy:
         )
         self.random_memory = getattr(cfg, "memory", None) in RANDOM_MEMORY_MODES
         self.pad_batches = bool(getattr(cfg, "compile", False))
+        # 'shuffle' hands each row the pred memory of another row of the batch: it needs two rows.
+        self.min_batch = 2 if getattr(cfg, "memory", None) == "shuffle" else 1
         self._generators: dict[EpisodeId, Any] = {}
         self._tally: dict[EpisodeId, _MemoryTally] = {}
 
@@ -125,7 +131,7 @@ class NeuralChunkPolicy:
         rows = len(episodes)
         generators = [self._generators[e] for e in episodes]
         noise = chunk_noise(generators, self.chunk_size, self.max_action_dim)  # [B, chunk, max_action_dim]
-        pad = batch_bucket(rows) - rows if self.pad_batches else 0
+        pad = max(batch_bucket(rows) if self.pad_batches else rows, self.min_batch) - rows
         if pad:  # copies of row 0 with zero noise and throwaway generators; their outputs are dropped
             observations = [*observations, *[observations[0]] * pad]
             noise = torch.cat([noise, noise.new_zeros((pad, *noise.shape[1:]))])
@@ -139,6 +145,8 @@ class NeuralChunkPolicy:
         stats = list(getattr(self.policy, "last_chunk_stats", None) or [{}] * (rows + pad))
         for episode, row in zip(episodes, stats[:rows], strict=True):
             self._tally[episode].add(row)
+            # alone in the batch (the last episode running): swapped with its own copy, i.e. pred memory
+            self._tally[episode].unshuffled += rows < self.min_batch
         return list(actions)
 
     def end_episode(self, episode: EpisodeId) -> dict[str, Any]:

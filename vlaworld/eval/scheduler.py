@@ -60,6 +60,7 @@ class ChunkPolicy(Protocol):
 
     needs: ObservationNeeds
     n_action_steps: int
+    min_batch: int  # rows a call needs (2 for the 'shuffle' memory mode); the scheduler waits for them
 
     def begin_episode(self, episode: EpisodeId) -> None:
         """A (re)started episode: create its generator and any per-episode state."""
@@ -297,7 +298,9 @@ class Scheduler:
             elif state.stats.episodes == 0:
                 raise WorkersBroken(
                     f"episode {episode} failed {state.attempts[episode]} times before any episode could finish, "
-                    f"so the workers themselves look broken (no result was recorded). Last error:\n{error}"
+                    f"so the workers themselves look broken (no result was recorded). Calling the evaluator "
+                    f"from your own script? Workers re-import it: guard the call with "
+                    f"`if __name__ == \"__main__\":` (stdin scripts cannot work). Last error:\n{error}"
                 )
             else:
                 state.stats.errors += 1
@@ -309,6 +312,9 @@ class Scheduler:
     def _infer(self, state: _State) -> None:
         """Policy calls over every worker waiting for a chunk (mixed tasks), max_batch rows at a time."""
         waiting = [s for s in self._slots if s.waiting is not None]
+        stepping = any(s.episode is not None and s.waiting is None for s in self._slots)
+        if len(waiting) < getattr(self.policy, "min_batch", 1) and stepping:
+            return  # a stepping worker will soon wait too; the policy pads when none is left
         size = self.config.max_batch or max(len(waiting), 1)
         for start in range(0, len(waiting), size):
             self._infer_batch(waiting[start : start + size], state)
