@@ -124,3 +124,13 @@ def test_compiled_policy_batches_are_padded_to_powers_of_two() -> None:
         ref = chunk_noise([episode_generator(e, 0)], 4, 3)[0, :2, :2].numpy()
         assert (out[i][:, 0] == i).all() and np.array_equal(out[i][:, 1:], ref)
     assert all(adapter.end_episode(e)["chunks"] == 1 for e in eps)
+
+
+@pytest.mark.slow
+def test_shuffle_memory_gets_two_rows(tmp_path: Path, demo) -> None:
+    policy = vlaworld.load_policy(demo.ckpt, memory="shuffle", n_action_steps=4, vlm=demo.vlm,
+                                  world_encoder=demo.world_encoder)
+    _, records, stats = rollout(policy, tmp_path / "run", n_envs=3, max_batch=None)
+    assert stats.throughput(3)["mean_batch"] >= 2
+    # Only the run's last episode can end up alone (its own memory, counted as unshuffled).
+    assert sum(r.extra.get("memory_unshuffled_chunks", 0) > 0 for r in records) <= 1
