@@ -20,6 +20,7 @@ from torch import nn
 from vlaworld import demo
 from vlaworld.config import PolicyConfig, VLMConfig
 from vlaworld.load import world_modules
+from vlaworld.models.flow_matching import VLAFlowMatching
 from vlaworld.models.smolvla import ModelSpec, SmolVLAModel
 from vlaworld.models.vjepa2 import VJEPA2Config, VJEPA2Encoder
 from vlaworld.world import WorldMemory, WorldRollout
@@ -92,7 +93,7 @@ class Stack:
     dtype: torch.dtype
 
     @property
-    def head(self):
+    def head(self) -> VLAFlowMatching:
         return self.model.model
 
 
@@ -111,8 +112,8 @@ def random_init_(module: nn.Module, seed: int) -> None:
         else:
             values = torch.zeros(p.shape)
         p.copy_(values.to(p.dtype))
-    for b in module.buffers():
-        raise ValueError(f"random_init_ cannot fill buffers ({b.shape}); the models here have none")
+    if next(module.buffers(), None) is not None:
+        raise ValueError("random_init_ fills parameters only, and this module has buffers (to_empty left them unset)")
 
 
 def build_stack(config: BenchConfig, device: torch.device | str, dtype: torch.dtype, *, seed: int = 0,
