@@ -20,7 +20,7 @@ import torch
 import vlaworld
 from tests.standins import StandinFactory
 from vlaworld.demo import ensure_demo
-from vlaworld.eval.cli import run_eval
+from vlaworld.eval.cli import cpu_shared_with_workers, run_eval
 from vlaworld.eval.episode import EpisodeId, chunk_noise, episode_generator, episode_list
 from vlaworld.eval.policies import NeuralChunkPolicy
 from vlaworld.eval.scheduler import SchedulerConfig
@@ -62,10 +62,11 @@ def rollout(policy, out: Path, *, n_envs: int, max_batch: int | None):
     recorder = RecordingPolicy(policy, seed=0)
     memory, device = policy.config.memory, policy.config.device
     config = {"suite": "standin", "tasks": list(TASKS), "episodes": EPISODES, "memory": memory, "device": device}
-    records, stats = run_eval(out=out, config=config, episodes=episode_list("standin", TASKS, EPISODES),
-                              policy=recorder, progress=False,
-                              scheduler=SchedulerConfig(n_envs=n_envs, env_factory=StandinFactory(),
-                                                        max_steps=MAX_STEPS, max_batch=max_batch))
+    with cpu_shared_with_workers(device, n_envs):  # as the CLI does: no oversubscribed cores
+        records, stats = run_eval(out=out, config=config, episodes=episode_list("standin", TASKS, EPISODES),
+                                  policy=recorder, progress=False,
+                                  scheduler=SchedulerConfig(n_envs=n_envs, env_factory=StandinFactory(),
+                                                            max_steps=MAX_STEPS, max_batch=max_batch))
     return {e: np.concatenate(c) for e, c in recorder.trace.items()}, records, stats
 
 
