@@ -40,9 +40,11 @@ def raw_features(obs: dict) -> dict[str, np.ndarray]:
     }
 
 
-def raw_rollout(suite: str, task_id: int, episode: int, actions: np.ndarray, legacy: bool = False):
+def raw_rollout(suite: str, task_id: int, episode: int, actions: np.ndarray, legacy: bool = False,
+                warmup_reset: bool = True):
     """Raw LIBERO as LeRobot drives it: build + reset once (LiberoEnv._make_envs_task), then
-    seed 1000+e, hard reset, init[e % 50], 10 x [0,0,0,0,0,0,-1], then `actions`."""
+    seed 1000+e, hard reset, init[e % 50], 10 x [0,0,0,0,0,0,-1], then `actions`.
+    Without ``warmup_reset``: the plain recipe on a freshly built env (libero_conventions §7.1)."""
     from libero.libero import benchmark, get_libero_path
     from libero.libero.envs import OffScreenRenderEnv
 
@@ -52,7 +54,8 @@ def raw_rollout(suite: str, task_id: int, episode: int, actions: np.ndarray, leg
     bddl = os.path.join(get_libero_path("bddl_files"), task.problem_folder, task.bddl_file)
     env = OffScreenRenderEnv(bddl_file_name=bddl, camera_heights=256, camera_widths=256)
     try:
-        env.reset()
+        if warmup_reset:
+            env.reset()
         env.seed(1000 + episode)
         if legacy:  # LeRobot <= 0.4.2: the init state is set, then wiped by the hard reset
             env.set_init_state(init_states[episode % 50])
@@ -103,6 +106,22 @@ def test_wrapper_matches_raw_libero(suite: str) -> None:
         env.close()
     assert frames[0]["task"] == language
     assert_same(frames, raw_frames, states, raw_states)
+
+
+def test_fresh_env_protocol_matches_the_plain_recipe() -> None:
+    """init_protocol="fresh-env": raw LIBERO built fresh, seeded, reset once (no LeRobot warm-up reset)."""
+    task_id, episode = CASES["libero_spatial"]
+    actions = np.random.default_rng(2).uniform(-1, 1, (2, 7)).astype(np.float32)
+    raw_frames, raw_states, _ = raw_rollout("libero_spatial", task_id, episode, actions, warmup_reset=False)
+    env = ve.make("libero_spatial", task_id, init_protocol="fresh-env")
+    try:
+        env.reset(options={"episode": episode + 1})  # a previous episode must not leak into the layout
+        frames, states = wrapper_rollout(env, episode, actions)
+    finally:
+        env.close()
+    assert_same(frames, raw_frames, states, raw_states)
+    lerobot = raw_rollout("libero_spatial", task_id, episode, actions[:0])[0][0]["observation.images.image"]
+    assert not np.array_equal(frames[0]["observation.images.image"], lerobot)  # the warm-up reset moves fixtures
 
 
 def test_legacy_protocol_matches_raw_lerobot_042() -> None:

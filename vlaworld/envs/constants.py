@@ -57,14 +57,19 @@ CONTROL_FREQ_HZ = 20  # ControlEnv default control_freq
 
 # LIBERO appends its open/close and turn-on/off property samplers to a list on every model load (hard
 # reset) without clearing it, and each one draws from np.random: the layout of a seeded reset depends
-# on how many resets the instance had. LeRobot's episode reset is an instance's third model load
-# (construction, the env.reset() in LiberoEnv._make_envs_task, then the episode's reset), so every
-# episode is reset as if 2 loads came before it: same as LeRobot, independent of the env's history.
+# on how many resets the instance had (drawer and stove scenes move by ~1 cm). LeRobot's episode reset
+# is an instance's third model load (construction, the env.reset() in LiberoEnv._make_envs_task @v0.4.4
+# L241-242, then the episode's reset); the plain recipe on a freshly built OffScreenRenderEnv
+# (libero_conventions §7.1) is its second. Every episode is reset as if that many loads came before it,
+# so its layout depends on the seed only, never on the env's history.
 LEROBOT_PRIOR_MODEL_LOADS = 2
 
 # Init protocols. "lerobot-0.4.4": reset, then set_init_state (LeRobot >= 0.4.3, openpi, LIBERO).
 # "lerobot-0.4.2": set_init_state, then the hard reset, which discards it (libero_conventions §0.1).
-INIT_PROTOCOLS: tuple[str, ...] = ("lerobot-0.4.4", "lerobot-0.4.2")
+# "fresh-env": the 0.4.4 order on a freshly built env reset once (no LeRobot warm-up reset).
+INIT_PROTOCOLS: tuple[str, ...] = ("lerobot-0.4.4", "lerobot-0.4.2", "fresh-env")
+PRIOR_MODEL_LOADS = {"lerobot-0.4.4": LEROBOT_PRIOR_MODEL_LOADS, "lerobot-0.4.2": LEROBOT_PRIOR_MODEL_LOADS,
+                     "fresh-env": 1}
 DEFAULT_INIT_PROTOCOL = "lerobot-0.4.4"
 
 # Simulator stack the checkpoints were evaluated on (SPEC §7, reference/libero_packaging_check.md).

@@ -44,7 +44,7 @@ from vlaworld.envs.constants import (
     DUMMY_ACTION,
     IMAGE_SIZE,
     INIT_PROTOCOLS,
-    LEROBOT_PRIOR_MODEL_LOADS,
+    PRIOR_MODEL_LOADS,
     MAX_STEPS,
     N_INIT_STATES,
     ROBOSUITE_HORIZON,
@@ -267,8 +267,9 @@ class LiberoEnv(gym.Env):
     def _hard_reset(self, sim: Any) -> None:
         """LIBERO's reset() (a hard reset) as LeRobot's episode reset sees it, keeping our cameras.
 
-        LIBERO's property samplers pile up over model loads (constants.LEROBOT_PRIOR_MODEL_LOADS):
-        we set the pile to what LeRobot's episode reset finds, so the layout depends on the seed only.
+        LIBERO's property samplers pile up over model loads (constants.PRIOR_MODEL_LOADS): we set the
+        pile to what the protocol's episode reset finds (LeRobot's by default), so the layout depends on
+        the seed only.
 
         A hard reset rebuilds every observable's sensor, rendering each camera three times
         (robosuite checks new sensors by calling them, twice, then forces an observation). With
@@ -277,7 +278,8 @@ class LiberoEnv(gym.Env):
         so renders the new simulation. Physics and later frames are unchanged (tests).
         """
         robosuite_env = sim.env
-        robosuite_env.object_property_initializers[:] = list(self._property_samplers) * LEROBOT_PRIOR_MODEL_LOADS
+        loads = PRIOR_MODEL_LOADS[self.config.init_protocol]
+        robosuite_env.object_property_initializers[:] = list(self._property_samplers) * loads
         robosuite_env.use_camera_obs = False
         try:
             sim.reset()

@@ -10,7 +10,7 @@ from vlaworld.envs.constants import (
     DEFAULT_INIT_PROTOCOL,
     DUMMY_ACTION,
     IMAGE_SIZE,
-    LEROBOT_PRIOR_MODEL_LOADS,
+    PRIOR_MODEL_LOADS,
     MAX_STEPS,
     N_INIT_STATES,
     SEED_BASE,
@@ -78,8 +78,8 @@ def episode_recipe(init_protocol: str = DEFAULT_INIT_PROTOCOL) -> dict[str, obje
         "task_text": "benchmark task.language",
         "task_order_index": TASK_ORDER_INDEX,
         "controller": "OSC_POSE delta, control_freq 20, hard_reset True",
-        # LIBERO's property samplers pile up per model load; reset as LeRobot's episode reset sees them.
-        "model_loads_before_episode": LEROBOT_PRIOR_MODEL_LOADS,
+        # LIBERO's property samplers pile up per model load; reset as the protocol's episode reset sees them.
+        "model_loads_before_episode": PRIOR_MODEL_LOADS[init_protocol],
     }
 
 
