@@ -135,6 +135,11 @@ def test_worker_faults_are_retried_once_then_recorded(tmp_path: Path, reference:
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["overall"]["n"] == len(reference) - 1 and summary["overall"]["errors"] == 1
 
+    # Re-running the command retries only the error episode; its complete record then stands.
+    records, _ = run_standin(tmp_path / "run", n_envs=2, tasks=TASKS, episodes=EPISODES, factory=StandinFactory())
+    assert raw_keys(tmp_path / "run")[("standin", 1, 3)] == 2
+    assert outcomes(records) == reference
+
 
 def test_hung_worker_is_killed_and_its_episode_retried(tmp_path: Path, reference: dict) -> None:
     marker = tmp_path / "m"

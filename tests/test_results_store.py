@@ -95,6 +95,15 @@ def test_dedup_keeps_first_complete_record(tmp_path):
     assert log.conflicting == (("libero_spatial", 0, 0),)
 
 
+def test_a_retried_error_episode_gives_way_to_its_complete_record(tmp_path):
+    """A resumed run re-runs episodes whose workers failed; the later complete record wins, no conflict."""
+    write(tmp_path, [rec(0, 0, success=False, error="worker died: EGL"), rec(0, 1), rec(0, 0, success=True)])
+    with pytest.warns(UserWarning, match="duplicate"):
+        log = results.read_episodes(tmp_path)
+    assert [(r.episode, r.success, r.error) for r in log.records] == [(0, True, None), (1, True, None)]
+    assert log.conflicting == ()
+
+
 @pytest.mark.parametrize("field,value,message", [
     ("success", 1, "'success' must be bool"),
     ("task_id", "3", "'task_id' must be int"),

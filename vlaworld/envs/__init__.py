@@ -4,7 +4,7 @@ Importing this package does not import mujoco or OpenGL; the GL backend is chose
 reset() (or by calling configure_headless_gl() yourself).
 """
 
-from vlaworld.envs.constants import MAX_STEPS, STACK_PINS, SUITES
+from vlaworld.envs.constants import DEFAULT_INIT_PROTOCOL, INIT_PROTOCOLS, MAX_STEPS, STACK_PINS, SUITES
 from vlaworld.envs.libero_env import LiberoEnv, LiberoEnvConfig, make, side_by_side
 from vlaworld.envs.rendering import HeadlessGLError, configure_headless_gl
 from vlaworld.envs.scripted import ScriptedConfig, ScriptedSpatialExpert
@@ -13,6 +13,8 @@ from vlaworld.envs.tasks import LiberoTask, load_task, num_tasks
 from vlaworld.envs.video import EpisodeRecorder, write_video
 
 __all__ = [
+    "DEFAULT_INIT_PROTOCOL",
+    "INIT_PROTOCOLS",
     "MAX_STEPS",
     "STACK_PINS",
     "SUITES",

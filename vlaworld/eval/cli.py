@@ -25,6 +25,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from vlaworld.envs.constants import DEFAULT_INIT_PROTOCOL, INIT_PROTOCOLS
 from vlaworld.eval.episode import NOISE_DERIVATION, EpisodeId, episode_list, parse_tasks, shard
 from vlaworld.eval.shards import PER_RANK_FIELDS, ShardInfo, from_env, merge_if_complete, shard_config
 from vlaworld.eval.progress import Progress
@@ -48,8 +49,8 @@ from vlaworld.eval.scheduler import (
     SchedulerConfig,
     WorkersBroken,
 )
+from vlaworld.models.world_config import MEMORY_MODES
 
-MEMORY_MODES = ("pred", "none", "zero", "random", "random_scaled", "signflip", "shuffle")  # SPEC §6
 DTYPES = ("float32", "bfloat16", "float16")
 # Fields of run.json's config that may change between invocations without changing any outcome.
 RESUME_IGNORE = ("label",)
@@ -89,7 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--vlm", help="local SmolVLM directory (config + tokenizer), else the offline HF cache")
     ap.add_argument("--world-encoder", help="local V-JEPA 2 directory, else the offline HF cache")
     ap.add_argument("--stats", help="normalisation stats file replacing the checkpoint's")
-    ap.add_argument("--init-protocol", default="lerobot-0.4.4", choices=("lerobot-0.4.4", "lerobot-0.4.2"))
+    ap.add_argument("--init-protocol", default=DEFAULT_INIT_PROTOCOL, choices=INIT_PROTOCOLS,
+                    help="episode recipe: LeRobot >= 0.4.4 (default), lerobot-0.4.2 (init state discarded, to "
+                         "compare with old numbers), fresh-env (the plain recipe without LeRobot's warm-up reset)")
     ap.add_argument("--label", help="display name in reports (default: the run directory's name)")
     ap.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                     help="progress bar (default: only on a terminal)")
@@ -227,7 +230,7 @@ def _run_part(
                                     sim_stack=sim_stack or {}, extra=dict(extra or {})))
     wanted = {e.key for e in episodes}
     done = [r for r in read_episodes(out).records if r.key in wanted] if episodes_path(out).exists() else []
-    finished = {r.key for r in done}
+    finished = {r.key for r in done if r.error is None}  # error episodes (infrastructure) run again
     todo = [e for e in episodes if e.key not in finished]
     bar = Progress(len(episodes), done, enabled=progress)
     stats = RunStats()

@@ -147,7 +147,11 @@ def _parse_line(raw: bytes, where: str) -> EpisodeRecord:
 
 
 def read_episodes(path: str | os.PathLike) -> EpisodeLog:
-    """Read a run directory's episodes file (or a ``*.jsonl`` file), skipping a torn last line."""
+    """Read a run directory's episodes file (or a ``*.jsonl`` file), skipping a torn last line.
+
+    One record per episode: the first one, except that an ``error`` record (an infrastructure failure)
+    gives way to a later complete one, which is how a resumed run retries failed episodes.
+    """
     path = episodes_path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no episodes file at {path}; pass a run directory made by `python -m vlaworld.eval`")
@@ -171,7 +175,9 @@ def read_episodes(path: str | os.PathLike) -> EpisodeLog:
         kept = first.setdefault(record.key, record)
         if kept is not record:
             duplicates += 1
-            if kept.success != record.success or (kept.error is None) != (record.error is None):
+            if kept.error is not None and record.error is None:
+                first[record.key] = record  # a resumed run re-ran an episode whose workers had failed
+            elif kept.success != record.success or (kept.error is None) != (record.error is None):
                 conflicting[record.key] = None
     log = EpisodeLog(path=path, records=tuple(first.values()), torn_tail=torn,
                      duplicates=duplicates, conflicting=tuple(conflicting))
