@@ -216,7 +216,7 @@ def test_configs_are_frozen_keyword_only_and_validated():
         P.ProphetConfig(16)  # type: ignore[misc]
     with pytest.raises(ValueError, match="divisible"):
         W.WorldInjectConfig(width=10, n_heads=3)
-    with pytest.raises(KeyError, match="did you mean 'debug'"):
+    with pytest.raises(KeyError, match="Did you mean 'debug'"):
         P.config_from_name("debg")
     cfg = P.ProphetConfig.from_lerobot({"world_latent_dim": 32, "future_offset": 4, "prophet_heads": 4})
     assert (cfg.hidden_dim, cfg.horizon, cfg.ffn_dim) == (32, 4, 128)

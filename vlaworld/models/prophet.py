@@ -18,7 +18,6 @@ Notable choices:
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vlaworld.models.registry import lookup
 from vlaworld.models.world_inject import PackedAttention
 
 
@@ -77,11 +77,7 @@ CONFIGS: dict[str, ProphetConfig] = {
 
 def config_from_name(name: str) -> ProphetConfig:
     """A named config from ``CONFIGS``; an unknown name suggests the closest one."""
-    if name not in CONFIGS:
-        close = difflib.get_close_matches(name, list(CONFIGS), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise KeyError(f"unknown Prophet config {name!r} (known: {sorted(CONFIGS)}){hint}")
-    return CONFIGS[name]
+    return lookup(CONFIGS, name, "Prophet")
 
 
 class ProphetLayer(nn.Module):

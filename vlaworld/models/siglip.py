@@ -17,13 +17,14 @@ Notable choices:
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from vlaworld.models.registry import lookup
 
 # hidden_act name in the HF config -> the ``approximate`` argument of F.gelu (HF ACT2FN semantics).
 GELU_APPROXIMATE = {"gelu_pytorch_tanh": "tanh", "gelu": "none"}
@@ -149,11 +150,7 @@ CONFIGS: dict[str, ImageEncoderConfig] = {
 
 def from_name(name: str) -> ImageEncoderConfig:
     """Look up a named size; an unknown name suggests the closest one."""
-    if name not in CONFIGS:
-        close = difflib.get_close_matches(name, CONFIGS, n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise KeyError(f"unknown image encoder config {name!r}; known: {list(CONFIGS)}.{hint}")
-    return CONFIGS[name]
+    return lookup(CONFIGS, name, "image encoder")
 
 
 class VisionEmbeddings(nn.Module):

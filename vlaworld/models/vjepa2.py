@@ -22,7 +22,6 @@ fills it with ``assign=True``.
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 from dataclasses import dataclass, field
@@ -32,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from safetensors import safe_open
 from torch import nn
+
+from vlaworld.models.registry import lookup
 
 from vlaworld.hub import ModelFilesNotFound, find_model_dir
 from vlaworld.statedict import load_strict
@@ -70,11 +71,7 @@ class VJEPA2Config:
 
     @classmethod
     def from_name(cls, name: str) -> VJEPA2Config:
-        if name not in CONFIGS:
-            close = difflib.get_close_matches(name, CONFIGS, n=1)
-            hint = f" Did you mean '{close[0]}'?" if close else ""
-            raise KeyError(f"unknown V-JEPA 2 config '{name}'; known: {', '.join(CONFIGS)}.{hint}")
-        return CONFIGS[name]
+        return lookup(CONFIGS, name, "V-JEPA 2")
 
     @classmethod
     def from_hf(cls, cfg: dict) -> VJEPA2Config:

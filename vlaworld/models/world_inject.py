@@ -22,7 +22,6 @@ Notable choices:
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -31,6 +30,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from vlaworld.models.registry import lookup
 
 # The plugin's closed-gate threshold (model.py L128 and modeling_smolvla_world.py L625).
 CLOSED_EPS = 1e-6
@@ -131,11 +132,7 @@ CONFIGS: dict[str, WorldInjectConfig] = {
 
 def config_from_name(name: str) -> WorldInjectConfig:
     """A named config from ``CONFIGS``; an unknown name suggests the closest one."""
-    if name not in CONFIGS:
-        close = difflib.get_close_matches(name, list(CONFIGS), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise KeyError(f"unknown world-inject config {name!r} (known: {sorted(CONFIGS)}){hint}")
-    return CONFIGS[name]
+    return lookup(CONFIGS, name, "world-inject")
 
 
 @dataclass(frozen=True, kw_only=True)
