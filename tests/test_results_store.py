@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from vlaworld.eval import results
+from vlaworld.eval import results, summary
 from vlaworld.eval.results import ConfigChanged, EpisodeRecord, EpisodeWriter, ResultsFormatError, RunInfo
 from vlaworld.eval.stats import wilson_interval
 
@@ -177,7 +177,7 @@ def test_resume_refuses_episodes_without_run_json(tmp_path):
 def test_summary_excludes_errors_and_uses_wilson(tmp_path):
     records = [rec(0, e, success=e < 7) for e in range(10)]  # task 0: 7/10
     records += [rec(1, e, success=e < 2) for e in range(4)] + [rec(1, 4, success=False, error="worker died twice")]
-    j, m = results.write_summary(tmp_path, records, throughput={"env_steps_per_s": 123.4, "wall_s": 60.0})
+    j, m = summary.write_summary(tmp_path, records, throughput={"env_steps_per_s": 123.4, "wall_s": 60.0})
     doc = json.loads(j.read_text())
     assert doc["overall"]["n"] == 14 and doc["overall"]["successes"] == 9 and doc["overall"]["errors"] == 1
     assert doc["overall"]["rate"] == pytest.approx(9 / 14)
@@ -193,6 +193,6 @@ def test_summary_excludes_errors_and_uses_wilson(tmp_path):
 
 
 def test_summary_of_a_task_with_only_errors(tmp_path):
-    j, _ = results.write_summary(tmp_path, [rec(0, 0, error="boom")])
+    j, _ = summary.write_summary(tmp_path, [rec(0, 0, error="boom")])
     t = json.loads(j.read_text())["per_task"]["0"]
     assert t["n"] == 0 and t["rate"] is None and t["ci95"] == [0.0, 1.0] and t["errors"] == 1

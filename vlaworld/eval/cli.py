@@ -39,8 +39,8 @@ from vlaworld.eval.results import (
     episodes_path,
     read_episodes,
     write_run_info,
-    write_summary,
 )
+from vlaworld.eval.summary import write_summary
 from vlaworld.eval.scheduler import (
     WORKER_TIMEOUT_S,
     ChunkPolicy,

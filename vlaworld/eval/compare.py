@@ -26,9 +26,8 @@ from typing import Any
 import numpy as np
 
 from vlaworld.eval import stats
-from vlaworld.eval.results import (
-    EpisodeKey, EpisodeRecord, ResultsFormatError, RunInfo, rate_of, read_episodes, read_run_info, task_label,
-)
+from vlaworld.eval.results import EpisodeKey, EpisodeRecord, ResultsFormatError, RunInfo, read_episodes, read_run_info
+from vlaworld.eval.summary import rate_of, task_label
 
 ALPHA = 0.05
 PLANNED = (("E1", "E0"), ("E2", "E0"), ("E2", "E2-zero"), ("E2", "E2-random"))

@@ -6,13 +6,12 @@ leaves a torn last line, which the reader reports and skips (and the writer cuts
 appending). Episode identity is (suite, task_id, episode); a repeated identity keeps its first
 record. ``run.json`` pins the resolved configuration, and ``check_resume`` refuses to continue a run
 whose configuration changed, listing the fields. Episodes with ``error`` set are counted apart and
-never enter a success rate: an infrastructure fault is not a policy failure.
+never enter a success rate (``summary``): an infrastructure fault is not a policy failure.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import warnings
 from collections.abc import Iterable, Mapping
@@ -20,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from vlaworld.eval.stats import wilson_interval
 
 EPISODES_FILE = "episodes.jsonl"
 RUN_FILE = "run.json"
@@ -363,100 +361,3 @@ def check_resume(
             + "\nUse a new --out directory, or rerun with the original settings."
         )
     return stored
-
-
-# ---------------------------------------------------------------- summary
-
-
-@dataclass(frozen=True, kw_only=True)
-class Rate:
-    """Success count over the episodes that ran without error, with its Wilson 95 % interval."""
-
-    n: int
-    successes: int
-    errors: int = 0
-
-    @property
-    def rate(self) -> float | None:
-        return self.successes / self.n if self.n else None
-
-    @property
-    def ci95(self) -> tuple[float, float]:
-        return wilson_interval(self.successes, self.n)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"n": self.n, "successes": self.successes, "rate": self.rate,
-                "ci95": list(self.ci95), "errors": self.errors}
-
-
-def rate_of(records: Iterable[EpisodeRecord]) -> Rate:
-    """Errors are counted apart, never as failures."""
-    n = successes = errors = 0
-    for r in records:
-        if r.error is not None:
-            errors += 1
-        else:
-            n += 1
-            successes += bool(r.success)
-    return Rate(n=n, successes=successes, errors=errors)
-
-
-def task_label(record: EpisodeRecord, *, multi_suite: bool) -> str:
-    """The per-task key of reports: ``"3"``, or ``"libero_goal:3"`` when suites are mixed."""
-    return f"{record.suite}:{record.task_id}" if multi_suite else str(record.task_id)
-
-
-def summarize(records: Iterable[EpisodeRecord]) -> dict[str, Any]:
-    """Overall and per-task rates (tasks in numeric order) as a JSON-ready dict."""
-    records = list(records)
-    multi = len({r.suite for r in records}) > 1
-    by_task: dict[str, list[EpisodeRecord]] = {}
-    for r in sorted(records, key=lambda r: (r.suite, r.task_id, r.episode)):
-        by_task.setdefault(task_label(r, multi_suite=multi), []).append(r)
-    return {
-        "suites": sorted({r.suite for r in records}),
-        "overall": rate_of(records).to_json(),
-        "per_task": {k: {"task": rs[0].task, **rate_of(rs).to_json()} for k, rs in by_task.items()},
-    }
-
-
-def _pct(x: float | None) -> str:
-    return "n/a" if x is None or math.isnan(x) else f"{100 * x:.1f}"
-
-
-def write_summary(
-    run_dir: str | os.PathLike,
-    records: Iterable[EpisodeRecord],
-    *,
-    throughput: Mapping[str, float] | None = None,
-    notes: Iterable[str] = (),
-) -> tuple[Path, Path]:
-    """Write ``summary.json`` and ``summary.md``; ``throughput`` (e.g. env_steps_per_s) is copied in."""
-    run_dir = Path(run_dir)
-    records = list(records)
-    doc = summarize(records)
-    doc["errors"] = [{"suite": r.suite, "task_id": r.task_id, "episode": r.episode, "error": r.error}
-                     for r in records if r.error is not None]
-    doc["throughput"] = dict(throughput or {})
-    doc["notes"] = list(notes) + [
-        "Rates exclude episodes with errors (counted under 'errors'). Wilson 95 % intervals cover "
-        "episode sampling only, not training-seed variance."
-    ]
-    json_path, md_path = run_dir / SUMMARY_JSON, run_dir / SUMMARY_MD
-    _write_atomic(json_path, json.dumps(doc, indent=2, allow_nan=False) + "\n")
-    rows = ["| task | successes / n | rate % | 95 % CI | errors | instruction |", "|---|---|---|---|---|---|"]
-    for key, t in doc["per_task"].items():
-        rows.append(f"| {key} | {t['successes']}/{t['n']} | {_pct(t['rate'])} | "
-                    f"{_pct(t['ci95'][0])}–{_pct(t['ci95'][1])} | {t['errors']} | {t['task']} |")
-    o = doc["overall"]
-    rows.append(f"| **all** | **{o['successes']}/{o['n']}** | **{_pct(o['rate'])}** | "
-                f"{_pct(o['ci95'][0])}–{_pct(o['ci95'][1])} | {o['errors']} | |")
-    lines = [f"# Run summary: {run_dir.name}", "", f"Suites: {', '.join(doc['suites'])}", "", *rows, ""]
-    if doc["throughput"]:
-        lines += ["## Throughput", ""] + [f"- {k}: {v:g}" for k, v in doc["throughput"].items()] + [""]
-    if doc["errors"]:
-        lines += ["## Errors (not counted as failures)", ""] + [
-            f"- task {e['task_id']} episode {e['episode']}: {e['error']}" for e in doc["errors"][:50]] + [""]
-    lines += ["## Notes", ""] + [f"- {n}" for n in doc["notes"]] + [""]
-    _write_atomic(md_path, "\n".join(lines))
-    return json_path, md_path

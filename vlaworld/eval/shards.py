@@ -29,8 +29,8 @@ from vlaworld.eval.results import (
     episodes_path,
     read_episodes,
     write_run_info,
-    write_summary,
 )
+from vlaworld.eval.summary import write_summary
 
 SHARDS_DIR = "shards"
 # Each rank runs on its own GPU (cuda:LOCAL_RANK), so the run-level record may differ in these fields.
