@@ -27,9 +27,9 @@ import numpy as np
 
 from vlaworld.eval import stats
 from vlaworld.eval.results import EpisodeKey, EpisodeRecord, ResultsFormatError, RunInfo, read_episodes, read_run_info
+from vlaworld.eval.report import ALPHA, plot, task_order, to_markdown, verdicts
 from vlaworld.eval.summary import rate_of, task_label
 
-ALPHA = 0.05
 PLANNED = (("E1", "E0"), ("E2", "E0"), ("E2", "E2-zero"), ("E2", "E2-random"))
 MEMORY_MODES = ("random_scaled", "signflip", "shuffle", "random", "zero", "pred", "none")  # SPEC §6, longest first
 
@@ -236,7 +236,7 @@ def run_contrasts(pairs: list[tuple[Run, Run]], keys: list[EpisodeKey], *,
         boot = stats.cluster_bootstrap_diff(xa, xb, strata=tasks, clusters=[a.records[k].init_state for k in ok],
                                             n_resamples=n_resamples, seed=seed)
         per_task = {}
-        for task in sorted(set(tasks), key=_task_order):
+        for task in sorted(set(tasks), key=task_order):
             sel = np.array([x == task for x in tasks])
             tt = stats.paired_counts(xa[sel], xb[sel])
             per_task[task] = {"n_pairs": tt.n, "diff": tt.diff, "ci95": list(stats.newcombe_paired_interval(tt)),
@@ -253,11 +253,6 @@ def run_contrasts(pairs: list[tuple[Run, Run]], keys: list[EpisodeKey], *,
             for (a, b, t, boot, per_task), pi, ph in zip(raw, p, p_holm)]
 
 
-def _task_order(task: str) -> tuple[str, int]:
-    suite, _, tid = task.rpartition(":")
-    return (suite, int(tid)) if tid.lstrip("-").isdigit() else (task, 0)
-
-
 def run_tables(runs: list[Run], keys: list[EpisodeKey]) -> dict[str, dict[str, Any]]:
     """compare.json's ``runs`` part: overall and per-task rates on the compared episodes."""
     multi = len({k[0] for k in keys}) > 1
@@ -268,88 +263,8 @@ def run_tables(runs: list[Run], keys: list[EpisodeKey]) -> dict[str, dict[str, A
         for rec in recs:
             tasks.setdefault(task_label(rec, multi_suite=multi), []).append(rec)
         out[r.name] = {"label": r.label, "role": r.role, "overall": rate_of(recs).to_json(),
-                       "per_task": {t: rate_of(tasks[t]).to_json() for t in sorted(tasks, key=_task_order)}}
+                       "per_task": {t: rate_of(tasks[t]).to_json() for t in sorted(tasks, key=task_order)}}
     return out
-
-
-def _pp(x: float) -> str:
-    return f"{100 * x:+.1f}"
-
-
-def _p(x: float) -> str:
-    return f"{x:.2g}" if x < 0.001 else f"{x:.3f}"
-
-
-def describe(c: Contrast) -> str:
-    """One careful sentence: significance after Holm, effect with both intervals, and power when null."""
-    t = c.table
-    effect = (f"{_pp(t.diff)} pp (95 % CI {_pp(c.ci95[0])} to {_pp(c.ci95[1])}; init-state bootstrap "
-              f"{_pp(c.ci95_bootstrap[0])} to {_pp(c.ci95_bootstrap[1])}), exact McNemar p = {_p(c.p_mcnemar)}, "
-              f"Holm-adjusted p = {_p(c.p_holm)}, {t.n} paired episodes ({t.only_a} won only by "
-              f"{c.a.label}, {t.only_b} only by {c.b.label})")
-    if c.significant:
-        verb = "beats" if t.diff > 0 else "is worse than"
-        s = f"{c.a.label} {verb} {c.b.label}: {effect}."
-        if c.ci95_bootstrap[0] <= 0 <= c.ci95_bootstrap[1]:
-            s += (" The init-state bootstrap interval includes 0, so the evidence is weaker than the per-episode "
-                  "test suggests.")
-        return s
-    return (f"No significant difference detected between {c.a.label} and {c.b.label} (MDE ≈ {100 * c.mde:.1f} pp "
-            f"at this discordance rate, α = 0.05, power 0.8, so smaller effects are not ruled out): {effect}.")
-
-
-def verdicts(contrasts: list[Contrast]) -> list[str]:
-    """Answers to the three questions, in words."""
-    if not contrasts:
-        return ["Nothing to compare: give at least two runs."]
-    by_roles = {(c.a.role, c.b.role): c for c in contrasts}
-    out = []
-    main = by_roles.get(("E2", "E0"))
-    capacity = by_roles.get(("E1", "E0"))
-    out.append("Does E2 beat E0? " + (describe(main) if main else
-               "Not answered: no runs were identified as E2 and E0 (name them with --labels E0 E2 …, "
-               "or record config.memory in run.json).")
-               + (f" Capacity control (E1 should match E0): {describe(capacity)}" if capacity else ""))
-    ablations = [c for (ra, rb), c in by_roles.items() if ra == "E2" and rb and rb.startswith("E2-")]
-    if not ablations:
-        out.append("Does memory content matter? Not answered: no E2 memory ablations (E2-zero, E2-random) found.")
-    else:
-        zero, rand = by_roles.get(("E2", "E2-zero")), by_roles.get(("E2", "E2-random"))
-        up = lambda c: c is not None and c.significant and c.table.diff > 0  # noqa: E731
-        down = lambda c: c is not None and c.significant and c.table.diff < 0  # noqa: E731
-        if up(zero):
-            summary = "Yes: predicted memory beats zero memory, so its content matters."
-        elif any(down(c) for c in ablations):
-            summary = "Predicted memory does worse than an ablation: see below."
-        elif up(rand) and zero is not None:
-            summary = ("Partly: predicted memory is not distinguishable from zero memory but beats random memory, "
-                       "so noise hurts, with no evidence that predicted content beats zeros.")
-        elif any(up(c) for c in ablations):
-            summary = ("Predicted memory beats an ablation (see below), but there is no zero-memory run to "
-                       "isolate its content.")
-        else:
-            summary = "No evidence that memory content matters at this sample size."
-        out.append("Does memory content matter (pred vs zero vs random)? " + summary + " "
-                   + " ".join(describe(c) for c in ablations))
-    cells = [(c, task, cell) for c in contrasts for task, cell in c.per_task.items()]
-    hits = [f"task {task} {_pp(cell['diff'])} pp in {c.title} (q = {_p(cell['q_bh'])})"
-            for c, task, cell in cells if cell["q_bh"] < ALPHA]
-    focus = main or contrasts[0]
-    ranked = sorted(focus.per_task.items(), key=lambda kv: kv[1]["diff"])
-    spread = (f"per-task differences in {focus.title} range from {_pp(ranked[0][1]['diff'])} pp (task {ranked[0][0]}) "
-              f"to {_pp(ranked[-1][1]['diff'])} pp (task {ranked[-1][0]})") if ranked else "no per-task data"
-    out.append(f"Which tasks gain or lose? Exploratory per-task exact McNemar tests, Benjamini-Hochberg FDR over "
-               f"all {len(cells)} task × contrast tests: " + ("; ".join(hits[:12]) + (
-                   f"; and {len(hits) - 12} more (table below)." if len(hits) > 12 else ".") if hits else
-               f"no task-level difference survives FDR control at q < 0.05 ({spread}; not significant)."))
-    return out
-
-
-def _cell(r: dict[str, Any]) -> str:
-    if not r["n"]:
-        return "–"
-    lo, hi = r["ci95"]
-    return f"{r['successes']}/{r['n']} {100 * r['rate']:.1f} ({100 * lo:.1f}–{100 * hi:.1f})"
 
 
 def to_json(runs: list[Run], tables: dict[str, dict[str, Any]], contrasts: list[Contrast],
@@ -377,76 +292,6 @@ def to_json(runs: list[Run], tables: dict[str, dict[str, Any]], contrasts: list[
         },
     }
 
-
-def to_markdown(runs: list[Run], doc: dict[str, Any], contrasts: list[Contrast]) -> str:
-    lines = ["# Policy comparison", "", "| run | label | role | memory | checkpoint | episodes | errors |",
-             "|---|---|---|---|---|---|---|"]
-    for r in runs:
-        t, cfg = doc["runs"][r.name]["overall"], (r.info.config if r.info else {})
-        ckpt = (r.info.checkpoint_hash or "")[:12] if r.info else ""
-        lines.append(f"| {r.name} | {r.label} | {r.role or ''} | {cfg.get('memory', '')} | {ckpt} | "
-                     f"{t['n'] + t['errors']} | {t['errors']} |")
-    lines += [""] + [f"> {n}" for n in doc["notes"]] + ([""] if doc["notes"] else [])
-    lines += ["## Answers", ""] + [f"{i}. {v}" for i, v in enumerate(doc["verdicts"], 1)] + [""]
-    tasks = sorted({t for run in doc["runs"].values() for t in run["per_task"]}, key=_task_order)
-    lines += ["## Success rates", "", "successes/n, rate % (Wilson 95 % CI); episodes with errors excluded.", "",
-              "| task | " + " | ".join(r.label for r in runs) + " |", "|---" * (len(runs) + 1) + "|"]
-    for t in tasks + ["all"]:
-        cells = [_cell(doc["runs"][r.name]["overall"] if t == "all" else
-                       doc["runs"][r.name]["per_task"].get(t, {"n": 0})) for r in runs]
-        lines.append(f"| {'**all**' if t == 'all' else t} | " + " | ".join(cells) + " |")
-    lines += ["", f"## Contrasts ({doc['contrast_source']}; Holm over {len(contrasts)})", "",
-              "| contrast | pairs | diff pp | 95 % CI (Newcombe) | 95 % CI (init-state bootstrap) | only A / only B "
-              "| McNemar p | Holm p | MDE pp |", "|---|---|---|---|---|---|---|---|---|"]
-    for c in contrasts:
-        lines.append(f"| {c.title} | {c.table.n} | {_pp(c.table.diff)} | {_pp(c.ci95[0])} to {_pp(c.ci95[1])} | "
-                     f"{_pp(c.ci95_bootstrap[0])} to {_pp(c.ci95_bootstrap[1])} | {c.table.only_a} / {c.table.only_b} "
-                     f"| {_p(c.p_mcnemar)} | {_p(c.p_holm)} | ±{100 * c.mde:.1f} |")
-    lines += ["", "## Per-task differences (exploratory)", "",
-              "diff pp (BH-FDR q across all task × contrast tests); **bold** when q < 0.05.", "",
-              "| task | " + " | ".join(c.title for c in contrasts) + " |", "|---" * (len(contrasts) + 1) + "|"]
-    for t in tasks:
-        cells = []
-        for c in contrasts:
-            cell = c.per_task.get(t)
-            text = f"{_pp(cell['diff'])} (q {_p(cell['q_bh'])})" if cell else "–"
-            cells.append(f"**{text}**" if cell and cell["q_bh"] < ALPHA else text)
-        lines.append(f"| {t} | " + " | ".join(cells) + " |")
-    lines += ["", "## Method", ""] + [f"- {k}: {v}" for k, v in doc["method"].items()] + [
-        "- Intervals cover episode sampling only, not training-seed variance.",
-        "- Non-significant means no difference was detected at this sample size, not that the runs are equal.", ""]
-    return "\n".join(lines)
-
-
-def plot(runs: list[Run], doc: dict[str, Any], path: Path) -> bool:
-    """Per-task success rates with Wilson intervals, one marker series per run; False without matplotlib."""
-    try:
-        from matplotlib.figure import Figure  # no pyplot: no global backend or figure state
-    except ImportError:
-        print("compare: matplotlib is not installed, so no plot was written; "
-              "pip install 'vlaworld[report]' (or matplotlib) to get compare.png", file=sys.stderr)
-        return False
-    tasks = sorted({t for run in doc["runs"].values() for t in run["per_task"]}, key=_task_order) + ["all"]
-    fig = Figure(figsize=(max(6.0, 0.8 * len(tasks) + 2), 4))
-    ax = fig.subplots()
-    width = 0.8 / max(1, len(runs))
-    for i, r in enumerate(runs):
-        rows = [doc["runs"][r.name]["overall"] if t == "all" else doc["runs"][r.name]["per_task"].get(t, {"n": 0})
-                for t in tasks]
-        xs = [j - 0.4 + width * (i + 0.5) for j, row in enumerate(rows) if row["n"]]
-        ys = [100 * row["rate"] for row in rows if row["n"]]
-        err = [[100 * (row["rate"] - row["ci95"][0]) for row in rows if row["n"]],
-               [100 * (row["ci95"][1] - row["rate"]) for row in rows if row["n"]]]
-        ax.errorbar(xs, ys, yerr=err, fmt="o", capsize=2, label=r.label)
-    ax.set_xticks(range(len(tasks)), tasks)
-    ax.set_xlabel("task")
-    ax.set_ylabel("success % (Wilson 95 % CI)")
-    ax.set_ylim(0, 102)
-    ax.legend(fontsize="small")
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    return True
 
 
 def compare(paths: Sequence[str | Path], *, out: str | Path | None = None, intersect: bool = False,
