@@ -254,8 +254,11 @@ def _fsync_dir(directory: Path) -> None:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    """Write via a temporary file and rename, so readers never see half a JSON document."""
-    tmp = path.with_name(path.name + ".tmp")
+    """Write via a temporary file and rename, so readers never see half a JSON document.
+
+    The temporary name is per process: concurrent ranks of a sharded run write the same files.
+    """
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         f.write(text)
         f.flush()
