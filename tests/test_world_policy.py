@@ -253,3 +253,12 @@ def test_prophet_cosine_per_horizon_against_later_latents(files):
                 counts[k - 1] += 2
     expected = [s / c for s, c in zip(sums, counts)]
     assert got == pytest.approx(expected, abs=1e-5)
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_forced_low_precision_runs_the_whole_path(files, dtype):
+    p = load(files, dtype=dtype)
+    assert all(t.dtype == getattr(torch, dtype) for t in p.model.state_dict().values())
+    out = p.predict_chunk(libero_batch(), noise=torch.randn(2, 6, 10))
+    ref = load(files, dtype="float32").predict_chunk(libero_batch(), noise=torch.randn(2, 6, 10))
+    assert out.dtype == torch.float32 and torch.isfinite(out).all() and out.shape == ref.shape

@@ -24,6 +24,7 @@ class _Captured:
     prefix: PrefixState
     noise: torch.Tensor
     memory: torch.Tensor | None
+    times: list[torch.Tensor]  # captured inputs too: freed, their memory would be reused under the graph
     out: torch.Tensor
 
 
@@ -85,6 +86,7 @@ class CudaGraphSampler:
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
             out = head.sample_actions(static_prefix, static_noise, static_memory, times)
-        cap = _Captured(graph=graph, prefix=static_prefix, noise=static_noise, memory=static_memory, out=out)
+        cap = _Captured(graph=graph, prefix=static_prefix, noise=static_noise, memory=static_memory, times=times,
+                        out=out)
         self._graphs[key] = cap
         return cap

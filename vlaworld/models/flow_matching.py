@@ -202,10 +202,11 @@ class VLAFlowMatching(nn.Module):
         The world memory is injected into the fp32 action tokens right before ``action_out_proj``,
         where the research plugin's ``denoise_step`` puts it.
         """
-        h = suffix_out[:, -self.cfg.chunk_size :].to(torch.float32)
+        # LeRobot casts to fp32, the dtype it stores action_out_proj in; a forced dtype casts to that one.
+        h = suffix_out[:, -self.cfg.chunk_size :].to(self.action_out_proj.weight.dtype)
         if memory is not None:
             h = self.world_inject(h, memory)
-        return self.action_out_proj(h)
+        return self.action_out_proj(h).float()
 
     def denoise_step(
         self, x_t: torch.Tensor, time_emb: torch.Tensor, prefix: PrefixState, memory: torch.Tensor | None = None
