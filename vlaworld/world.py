@@ -100,17 +100,29 @@ class WorldMemory:
     def frames_needed(self) -> int:
         return self.rollout.frames_needed if self.active else 0
 
-    @torch.no_grad()
-    def encode_world(self, frames: torch.Tensor | np.ndarray) -> torch.Tensor:
-        """Clips [B, m, H, W, 3] uint8 (or [B, m, 3, H, W] float in [0,1]) -> latents [B, D] float32."""
+    def _prepare(self, frames: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """Frames [B, n, ...] -> normalised encoder input [B, n, 3, S, S], made on the encoder's device.
+
+        Preprocessing is per frame, so a window's n frames are prepared once (not once per clip) and
+        cross to the device as uint8.
+        """
         if self.encoder is None:
             raise ValueError("this policy has no V-JEPA 2 encoder loaded (its memory mode needs none)")
         param = next(self.encoder.parameters())
-        size = self.encoder.config.crop_size
-        clip = preprocess_clip(frames, mode=self.rollout.preprocess, size=size).to(param.device, param.dtype)
-        self.encoder_clips += clip.shape[0]
-        return self.encoder.encode(clip).float()
+        x = torch.as_tensor(frames).to(param.device)
+        return preprocess_clip(x, mode=self.rollout.preprocess, size=self.encoder.config.crop_size).to(param.dtype)
 
+    def _encode(self, clips: torch.Tensor) -> torch.Tensor:
+        """Normalised clips [N, m, 3, S, S] -> latents [N, D] float32, counted."""
+        self.encoder_clips += clips.shape[0]
+        return self.encoder.encode(clips).float()
+
+    @torch.no_grad()
+    def encode_world(self, frames: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """Clips [B, m, H, W, 3] uint8 (or [B, m, 3, H, W] float in [0,1]) -> latents [B, D] float32."""
+        return self._encode(self._prepare(frames))
+
+    @torch.no_grad()
     def latent_history(self, window: torch.Tensor | np.ndarray) -> torch.Tensor:
         """Frame window [B, n, ...] (oldest first, n = m+T−1) -> z_hist [B, T, D] in one encoder call."""
         m, t = self.rollout.window, self.rollout.context
@@ -120,8 +132,9 @@ class WorldMemory:
                 f"observation.world_frames must be [B, {m + t - 1}, H, W, 3] (the last m+T-1 first-camera "
                 f"frames, oldest first), got {tuple(frames.shape)}"
             )
-        clips = torch.stack([frames[:, j : j + m] for j in range(t)], dim=1)  # (B, T, m, ...)
-        z = self.encode_world(clips.flatten(0, 1))  # (B*T, D)
+        prepared = self._prepare(frames)  # (B, n, 3, S, S)
+        clips = torch.stack([prepared[:, j : j + m] for j in range(t)], dim=1)  # (B, T, m, 3, S, S)
+        z = self._encode(clips.flatten(0, 1))  # (B*T, D)
         return z.view(frames.shape[0], t, -1)
 
     def predict(self, z_hist: torch.Tensor) -> torch.Tensor:
