@@ -117,7 +117,7 @@ def load_policy(
         stats_file=None if stats is None else str(stats),
         world_window=None if world is None else world.rollout.window,
         world_preprocess=None if world is None else world_preprocess,
-        world_encoder_dir=None if world is None or world.encoder is None else str(world_encoder or cfg.world.world_vision_model_name),
+        world_encoder=None if world is None or world.encoder is None else str(world_encoder or cfg.world.world_vision_model_name),
     )
     return Policy(resolved, model, spec, tokenizer, processors, ckpt, world)
 

@@ -44,7 +44,7 @@ class ResolvedConfig(PolicyConfig):
     stats_file: str | None = None
     world_window: int | None = None  # m used at rollout (world policies)
     world_preprocess: str | None = None
-    world_encoder_dir: str | None = None
+    world_encoder: str | None = None  # the --world-encoder path given, else the repo id read from the HF cache
 
 
 class Policy:
