@@ -54,14 +54,18 @@ class StandinEnv:
         self.suite, self.task_id = suite, task_id
         self.task = _Task(language=f"standin task {task_id}")
         self.max_steps = max_steps or DEFAULT_MAX_STEPS
-        self.cameras = cameras
+        self.set_render(cameras)
         self.faults = faults
         self.marker_dir = marker_dir
         self.step_sleep = step_sleep
         self.goal = np.random.default_rng([7, task_id]).uniform(-1, 1, 3)
 
-    def set_render(self, cameras: bool) -> None:
-        self.cameras = bool(cameras)
+    def set_render(self, cameras: bool | Sequence[str]) -> None:
+        """As LiberoEnv.set_render: all, none, or the named cameras (unknown names are an error)."""
+        chosen = set(IMAGE_KEYS) if cameras is True else set() if cameras is False else set(cameras)
+        if not chosen <= set(IMAGE_KEYS):
+            raise ValueError(f"unknown cameras {sorted(chosen - set(IMAGE_KEYS))}")
+        self.cameras = frozenset(chosen)
 
     def reset(self, *, seed: int | None = None, options: Mapping[str, Any] | None = None):
         self.episode = int((options or {}).get("episode", 0))
@@ -73,8 +77,9 @@ class StandinEnv:
         return self._obs(), dict(self.info)
 
     def _obs(self) -> dict[str, Any]:
-        value = (self.t % 250 + 1) if self.cameras else 0
-        obs: dict[str, Any] = {k: np.full((IMG, IMG, 3), value, np.uint8) for k in IMAGE_KEYS}
+        value = self.t % 250 + 1
+        obs: dict[str, Any] = {k: np.full((IMG, IMG, 3), value if k in self.cameras else 0, np.uint8)
+                               for k in IMAGE_KEYS}
         obs["observation.state"] = np.concatenate([self.p, self.goal, [0.0, 0.0]]).astype(np.float32)
         obs["task"] = self.task.language
         return obs
@@ -161,6 +166,7 @@ class StandinPolicy:
         for obs, eps in zip(observations, noise, strict=True):
             t = int(obs["observation.images.image"][0, 0, 0]) - 1  # the image encodes the obs index
             assert t >= 0, "the policy read a frame that was not rendered"
+            assert int(obs["observation.images.image2"][0, 0, 0]) - 1 == t, "second camera not rendered"
             frames = obs["observation.world_frames"][:, 0, 0, 0].astype(int) - 1
             assert frames.tolist() == [max(t - 1, 0), t], f"world frames {frames} at observation {t}"
             state = np.asarray(obs["observation.state"], np.float64)

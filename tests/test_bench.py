@@ -16,6 +16,7 @@ from vlaworld.bench.lazy_render import LazyRenderConfig, schedule, world_frames
 from vlaworld.bench.names import ALL_STAGES
 from vlaworld.bench.stack import bench_config, build_stack
 from vlaworld.bench.timing import measure, summarize
+from vlaworld.eval.worker import Render
 from vlaworld.bench.world_calls import expected_clips_per_env_step, world_calls_table
 
 
@@ -98,9 +99,11 @@ def test_render_schedules_render_boundaries_and_world_frames_only():
     assert world_frames("pred", cfg) == 7 and world_frames("none", cfg) == 0
     none = schedule(cfg, 0)
     assert [t for t, f in enumerate(none, start=1) if f] == [10, 20, 30]
+    assert all(f is Render.ALL for f in none if f)
     pred = schedule(cfg, 7)
-    assert sum(pred) == 21 and pred[3:10] == [True] * 7 and pred[:3] == [False] * 3
-    assert all(schedule(cfg, None))
+    assert pred[3:9] == [Render.WORLD] * 6 and pred[9] is Render.ALL and pred[:3] == [Render.NONE] * 3
+    assert sum(f is Render.WORLD for f in pred) == 18
+    assert all(f is Render.ALL for f in schedule(cfg, None))
 
 
 def test_env_rate_runs_the_evaluator_with_the_scripted_policy():
@@ -153,3 +156,4 @@ def test_cli_env_parts_report_rates_and_lazy_render_speedups(capsys):
     per_mode = out["lazy_render"]["per_mode"]
     assert per_mode["none"]["rendered_fraction"] == pytest.approx(0.1)
     assert per_mode["pred"]["rendered_fraction"] == pytest.approx(0.7)
+    assert per_mode["pred"]["world_camera_only_fraction"] == pytest.approx(0.6)

@@ -73,3 +73,19 @@ def test_episode_does_not_depend_on_env_history(env: ve.LiberoEnv) -> None:
         fresh_env.close()
     for key in ("observation.images.image", "observation.images.image2", "observation.state"):
         np.testing.assert_array_equal(used[key], fresh[key])
+
+
+def test_one_camera_renders_alone(env: ve.LiberoEnv) -> None:
+    """set_render with camera names renders those (bit-identical to full rendering) and blanks the rest."""
+    actions = np.random.default_rng(4).uniform(-1, 1, (3, 7)).astype(np.float32)
+    full, _ = rollout(env, actions, render_from=0)
+    env.set_render(("observation.images.image",))
+    assert env.cameras == {"observation.images.image"}
+    first, _ = env.reset(options={"episode": EPISODE})
+    partial = [first] + [env.step(action)[0] for action in actions]
+    env.set_render(True)
+    for i, obs in enumerate(partial):
+        np.testing.assert_array_equal(obs["observation.images.image"], full[i]["observation.images.image"])
+        assert not obs["observation.images.image2"].any(), f"the wrist camera rendered at step {i}"
+    with pytest.raises(ValueError, match="Unknown camera"):
+        env.set_render(("observation.images.wrist",))

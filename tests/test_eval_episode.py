@@ -14,7 +14,7 @@ from vlaworld.eval.episode import (
     parse_tasks,
     shard,
 )
-from vlaworld.eval.worker import ObservationNeeds, render_needed
+from vlaworld.eval.worker import ObservationNeeds, Render, render_needed
 
 
 def ep(task: int, episode: int, suite: str = "libero_spatial") -> EpisodeId:
@@ -66,18 +66,22 @@ def test_episode_list_and_shards() -> None:
 
 
 @pytest.mark.parametrize(
-    ("n", "w", "cameras", "rendered"),
+    ("n", "w", "cameras", "every_camera", "world_camera_only"),
     [
-        (10, 0, True, [0, 10, 20]),  # plain policy: boundaries only
-        (10, 4, True, [0, 7, 8, 9, 10, 17, 18, 19, 20]),  # world: last 4 frames before each boundary
-        (1, 0, True, list(range(21))),
-        (10, 0, False, []),  # scripted: never
-        (3, 5, True, list(range(21))),  # window longer than a chunk: every step
+        (10, 0, True, [0, 10, 20], []),  # plain policy: boundaries only
+        (10, 4, True, [0, 10, 20], [7, 8, 9, 17, 18, 19]),  # world: the 3 frames before a boundary, one camera
+        (1, 0, True, list(range(21)), []),
+        (10, 0, False, [], []),  # scripted: never
+        (3, 5, True, list(range(0, 21, 3)), [t for t in range(21) if t % 3]),  # window longer than a chunk
+        (10, 2, False, [], [0, 9, 10, 19, 20]),  # world frames without the boundary cameras
     ],
 )
-def test_render_schedule(n: int, w: int, cameras: bool, rendered: list[int]) -> None:
+def test_render_schedule(n: int, w: int, cameras: bool, every_camera: list[int], world_camera_only: list[int]) -> None:
     needs = ObservationNeeds(cameras=cameras, world_frames=w, world_camera="observation.images.image" if w else None)
-    assert [t for t in range(21) if render_needed(t, n, needs)] == rendered
+    plan = [render_needed(t, n, needs) for t in range(21)]
+    assert [t for t, r in enumerate(plan) if r is Render.ALL] == every_camera
+    assert [t for t, r in enumerate(plan) if r is Render.WORLD] == world_camera_only
+    assert all(bool(r) == (r is not Render.NONE) for r in plan)
 
 
 def test_world_camera_in_env_names() -> None:

@@ -12,9 +12,10 @@ The simulator (and its GL context) is created here, inside the worker, never in 
                      WorkerFailed(traceback)        an exception escaped; the worker then exits
 
 Render only what is consumed (SPEC §10). Observation t (after t policy steps) is read at a chunk
-boundary (t % n_action_steps == 0); world policies also read the world camera's frames of the
-W - 1 observations before it. So the cameras render on step t iff (-t) % n_action_steps < max(W, 1),
-and on every step of a recorded video episode. Skipped renders do not change later images
+boundary (t % n_action_steps == 0), with every camera; world policies also read the world camera's
+frames of the W - 1 observations before it. So step t renders all cameras at a boundary, only the
+world camera when 0 < (-t) % n_action_steps < W, nothing otherwise, and everything on every step of
+a recorded video episode (render_needed). Skipped renders do not change later images
 (LiberoEnv.set_render). The worker imports neither torch nor the policy.
 
 Threads: software GL (Mesa llvmpipe) starts one render thread per core in every worker by default;
@@ -25,6 +26,7 @@ gets LP_NUM_THREADS = cores // N unless the user set it.
 
 from __future__ import annotations
 
+import enum
 import os
 import signal
 import time
@@ -109,11 +111,22 @@ class WorkerFailed:
     traceback: str
 
 
-def render_needed(t: int, n_action_steps: int, needs: ObservationNeeds) -> bool:
-    """Whether observation t (after t policy steps) must carry camera images."""
-    if not (needs.cameras or needs.world_frames):
-        return False
-    return (-t) % n_action_steps < max(needs.world_frames, 1)
+class Render(enum.IntEnum):
+    """Which cameras observation t must carry; falsy when none."""
+
+    NONE = 0
+    WORLD = 1  # only the world camera (a frame of the world encoder's window)
+    ALL = 2  # every camera (a chunk boundary the policy reads, or a recorded video frame)
+
+
+def render_needed(t: int, n_action_steps: int, needs: ObservationNeeds) -> Render:
+    """The cameras observation t (after t policy steps) must carry (module docstring)."""
+    before_boundary = (-t) % n_action_steps  # steps until the next chunk boundary (0: t is one)
+    if before_boundary == 0 and needs.cameras:
+        return Render.ALL
+    if before_boundary < needs.world_frames:
+        return Render.WORLD
+    return Render.NONE
 
 
 class _Episode:
@@ -132,13 +145,14 @@ class _Episode:
         self.rendered = 0
         self.info: dict[str, Any] = {}
 
-    def _render_for(self, t: int) -> bool:
-        render = self.recorder is not None or render_needed(t, self.spec.n_action_steps, self.spec.needs)
-        self.env.set_render(render)
+    def _render_for(self, t: int) -> Render:
+        needs = self.spec.needs
+        render = Render.ALL if self.recorder is not None else render_needed(t, self.spec.n_action_steps, needs)
+        self.env.set_render((needs.world_camera,) if render is Render.WORLD else render is Render.ALL)
         return render
 
-    def _seen(self, obs: dict[str, Any], rendered: bool) -> None:
-        self.rendered += rendered
+    def _seen(self, obs: dict[str, Any], rendered: Render) -> None:
+        self.rendered += bool(rendered)
         if rendered and self.spec.needs.world_frames:
             self.frames.append(obs[self.spec.needs.world_camera])
         if self.recorder is not None:
