@@ -111,6 +111,7 @@ def test_env_rate_runs_the_evaluator_with_the_scripted_policy():
     joined = " ".join(cmd)
     assert "-m vlaworld.eval --policy scripted" in joined
     assert "--n-envs 3" in joined and "--episodes 2" in joined and "--max-steps 40" in joined
+    assert "--max-steps" not in eval_command(EnvRateConfig(n_envs=2), 2, "/tmp/x")  # the suite's limit
 
 
 # ------------------------------------------------------------------------------------ CLI
@@ -153,6 +154,7 @@ def test_cli_env_parts_report_rates_and_lazy_render_speedups(capsys):
                    "--env-max-steps", "20", "--render-steps", "10")
     assert out["env_steps_per_s"] > 0 and out["env_steps_per_s_single"] > 0
     assert out["env"]["n_envs"] == 2 and out["env"]["multi_run"]["env_steps"] > 0
+    assert out["env"]["multi_run"]["worker_setup_s_mean"] > 0 and out["env"]["scaling_steady"] > 0
     per_mode = out["lazy_render"]["per_mode"]
     assert per_mode["none"]["rendered_fraction"] == pytest.approx(0.1)
     assert per_mode["pred"]["rendered_fraction"] == pytest.approx(0.7)

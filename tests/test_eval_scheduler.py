@@ -75,6 +75,10 @@ def test_policy_calls_batch_all_waiting_workers_across_tasks(tmp_path: Path, ref
     assert max(len(b) for b in policy.batches) >= 2
     assert any(len({e.task_id for e in b}) > 1 for b in policy.batches), "no mixed-task batch"
     assert stats.policy_calls == len(policy.batches) and stats.policy_rows == sum(map(len, policy.batches))
+    assert len(stats.setup_s) == 3 and all(0 < s < stats.wall_s for s in stats.setup_s)  # one per worker
+    # steady rate: the episodes after each worker's first, at 3 workers busy
+    assert 0 < stats.later_steps < stats.env_steps and 0 < stats.later_wall_s < 3 * stats.wall_s
+    assert stats.steady_rate(3) == pytest.approx(3 * stats.later_steps / stats.later_wall_s)
     single = StandinPolicy(predict_sleep=0.01)
     records, _ = run_standin(tmp_path / "single", n_envs=3, tasks=TASKS, episodes=EPISODES, policy=single,
                              max_batch=1)

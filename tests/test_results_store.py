@@ -177,7 +177,8 @@ def test_resume_refuses_episodes_without_run_json(tmp_path):
 def test_summary_excludes_errors_and_uses_wilson(tmp_path):
     records = [rec(0, e, success=e < 7) for e in range(10)]  # task 0: 7/10
     records += [rec(1, e, success=e < 2) for e in range(4)] + [rec(1, 4, success=False, error="worker died twice")]
-    j, m = summary.write_summary(tmp_path, records, throughput={"env_steps_per_s": 123.4, "wall_s": 60.0})
+    throughput = {"env_steps_per_s": 123.4, "wall_s": 60.0, "steady_env_steps_per_s": None}
+    j, m = summary.write_summary(tmp_path, records, throughput=throughput)
     doc = json.loads(j.read_text())
     assert doc["overall"]["n"] == 14 and doc["overall"]["successes"] == 9 and doc["overall"]["errors"] == 1
     assert doc["overall"]["rate"] == pytest.approx(9 / 14)
@@ -185,9 +186,10 @@ def test_summary_excludes_errors_and_uses_wilson(tmp_path):
     t1 = doc["per_task"]["1"]
     assert (t1["n"], t1["successes"], t1["errors"], t1["task"]) == (4, 2, 1, "task 1")
     assert doc["per_task"]["0"]["ci95"] == pytest.approx(list(wilson_interval(7, 10)))
-    assert doc["throughput"] == {"env_steps_per_s": 123.4, "wall_s": 60.0}
+    assert doc["throughput"] == throughput
     md = m.read_text()
     assert "| 0 | 7/10 | 70.0 |" in md and "| **all** | **9/14** |" in md and "env_steps_per_s: 123.4" in md
+    assert "steady_env_steps_per_s: n/a" in md  # not measured (no worker finished two episodes)
     assert doc["errors"] == [{"suite": "libero_spatial", "task_id": 1, "episode": 4, "error": "worker died twice"}]
     assert "- task 1 episode 4: worker died twice" in md
 

@@ -51,8 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "set before torch loads (inherit: leave OMP_WAIT_POLICY as it is)")
     ap.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS, help="what to measure (default all)")
     ap.add_argument("--n-envs", type=int, default=2, help="env workers for the env-steps/s part (0 skips it)")
-    ap.add_argument("--env-episodes", type=int, default=4, help="episodes per run in the env part")
-    ap.add_argument("--env-max-steps", type=int, default=60, help="policy steps per episode in the env part")
+    ap.add_argument("--env-episodes", type=int, default=8, help="episodes per run in the env part")
+    ap.add_argument("--env-max-steps", type=int, default=None,
+                    help="step limit per episode in the env part (default: the suite's; the expert ends on success)")
     ap.add_argument("--n-action-steps", type=int, nargs="+", default=[5, 10], help="for the world-calls part")
     ap.add_argument("--render-steps", type=int, default=30, help="env steps timed per schedule in the render part")
     ap.add_argument("--out", help="also write the JSON to this file")

@@ -109,6 +109,17 @@ class RunStats:
     rendered_steps: int = 0
     worker_restarts: int = 0
     errors: int = 0
+    # Per worker process: seconds from its start to its first answer (process start-up, env build, the
+    # first reset). Paid once per worker and task; a short run is dominated by it, a long one is not.
+    setup_s: list[float] = field(default_factory=list)
+    # Env steps and wall seconds of the episodes that were not their worker's first (those carry the set-up).
+    later_steps: int = 0
+    later_wall_s: float = 0.0
+
+    def steady_rate(self, n_envs: int) -> float | None:
+        """Env steps/s of n_envs set-up workers kept busy: a long run's rate, without the set-ups and the
+        idle tail that dominate a short one (None until some worker finished a second episode)."""
+        return n_envs * self.later_steps / self.later_wall_s if self.later_wall_s > 0 else None
 
     def throughput(self, n_envs: int) -> dict[str, float]:
         wall = max(self.wall_s, 1e-9)
@@ -125,6 +136,8 @@ class RunStats:
             "sim_s_per_env_step": self.sim_s / self.env_steps if self.env_steps else 0.0,
             "rendered_fraction": self.rendered_steps / max(self.env_steps + self.episodes, 1),
             "worker_restarts": self.worker_restarts,
+            "worker_setup_s_mean": round(sum(self.setup_s) / len(self.setup_s), 3) if self.setup_s else 0.0,
+            "steady_env_steps_per_s": self.steady_rate(n_envs),
         }
 
 
@@ -138,6 +151,9 @@ class _Slot:
     sent_at: float = 0.0  # when the worker got its last message (watchdog)
     steps: int = 0
     waiting: ChunkRequest | None = None
+    spawned: float = field(default_factory=time.perf_counter)
+    answered: bool = False  # has the worker answered anything yet (its set-up is over)
+    finished: int = 0  # episodes this worker process completed
 
 
 @dataclass(kw_only=True)
@@ -253,6 +269,9 @@ class Scheduler:
             self._handle(slot, message, state)
 
     def _handle(self, slot: _Slot, message: object, state: _State) -> None:
+        if not slot.answered:
+            slot.answered = True
+            state.stats.setup_s.append(time.perf_counter() - slot.spawned)
         if isinstance(message, ChunkRequest):
             state.stats.env_steps += message.steps - slot.steps
             slot.steps = message.steps
@@ -262,6 +281,11 @@ class Scheduler:
             state.stats.sim_s += message.sim_s
             state.stats.rendered_steps += message.rendered_steps
             state.stats.episodes += 1
+            wall_s = time.perf_counter() - slot.started
+            if slot.finished:
+                state.stats.later_steps += message.steps
+                state.stats.later_wall_s += wall_s
+            slot.finished += 1
             episode = slot.episode
             state.task_text[(episode.suite, episode.task_id)] = message.task
             extra = dict(self.policy.end_episode(episode))
@@ -272,7 +296,7 @@ class Scheduler:
                 suite=episode.suite, task_id=episode.task_id, task=message.task, episode=episode.episode,
                 seed=message.seed,
                 init_state=message.init_state if message.init_state is not None else episode.episode % N_INIT_STATES,
-                success=message.success, steps=message.steps, wall_s=round(time.perf_counter() - slot.started, 4),
+                success=message.success, steps=message.steps, wall_s=round(wall_s, 4),
                 error=None, extra=extra,
             ))
             slot.episode = None

@@ -103,7 +103,8 @@ def write_summary(
                 f"{_pct(o['ci95'][0])}–{_pct(o['ci95'][1])} | {o['errors']} | |")
     lines = [f"# Run summary: {run_dir.name}", "", f"Suites: {', '.join(doc['suites'])}", "", *rows, ""]
     if doc["throughput"]:
-        lines += ["## Throughput", ""] + [f"- {k}: {v:g}" for k, v in doc["throughput"].items()] + [""]
+        lines += ["## Throughput", ""] + [
+            f"- {k}: {'n/a' if v is None else format(v, 'g')}" for k, v in doc["throughput"].items()] + [""]
     if doc["errors"]:
         lines += ["## Errors (not counted as failures)", ""] + [
             f"- task {e['task_id']} episode {e['episode']}: {e['error']}" for e in doc["errors"][:50]] + [""]
