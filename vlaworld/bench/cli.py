@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "set before torch loads (inherit: leave OMP_WAIT_POLICY as it is)")
     ap.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS, help="what to measure (default all)")
     ap.add_argument("--n-envs", type=int, default=2, help="env workers for the env-steps/s part (0 skips it)")
-    ap.add_argument("--env-episodes", type=int, default=8, help="episodes per run in the env part")
+    ap.add_argument("--env-episodes", type=int, default=16, help="episodes per run in the env part")
     ap.add_argument("--env-max-steps", type=int, default=None,
                     help="step limit per episode in the env part (default: the suite's; the expert ends on success)")
     ap.add_argument("--n-action-steps", type=int, nargs="+", default=[5, 10], help="for the world-calls part")

@@ -30,7 +30,7 @@ class EnvRateConfig:
     n_envs: int
     suite: str = "libero_spatial"
     tasks: str = "0"
-    episodes: int = 8  # per task, the same for both runs
+    episodes: int = 16  # per task, the same for both runs
     max_steps: int | None = None  # None: the suite's limit (the scripted expert ends on success)
 
 
