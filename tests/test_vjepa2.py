@@ -213,7 +213,9 @@ def test_default_on_dataset_frames_is_plain_normalisation():
     x01 = u8.permute(0, 1, 4, 2, 3).float() / 255.0  # what LeRobotDataset hands the precompute script
     out = preprocess_clip(u8, "default")
     assert out.shape == (2, 4, 3, 256, 256) and out.dtype == torch.float32
-    torch.testing.assert_close(out, (x01 - MEAN) / STD, atol=1e-6, rtol=0)  # 256->256 bilinear is identity
+    same = F.interpolate(x01.flatten(0, 1), size=(256, 256), mode="bilinear", align_corners=False)
+    assert torch.equal(same, x01.flatten(0, 1))  # 256->256 bilinear is an exact identity, so it is skipped
+    assert torch.equal(out, (x01 - MEAN) / STD)
     torch.testing.assert_close(preprocess_clip(x01, "default"), out, atol=0, rtol=0)  # float CHW == uint8 HWC
     torch.testing.assert_close(preprocess_clip(u8.numpy(), "default"), out, atol=0, rtol=0)  # numpy accepted
 

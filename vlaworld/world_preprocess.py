@@ -73,7 +73,8 @@ def preprocess_clip(
     if mode == "legacy":
         x = resize_with_pad(x, *smolvla_size, pad_value=0.0) * 2.0 - 1.0  # SigLIP input, [-1, 1]
         x = ((x + 1.0) * 0.5).clamp(0.0, 1.0)  # plugin: back to [0, 1]
-    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)  # (B*m, 3, size, size)
+    if x.shape[-2:] != (size, size):  # at the size already, this bilinear resize is an exact identity
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)  # (B*m, 3, size, size)
     mean = x.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     std = x.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
     return ((x - mean) / std).unflatten(0, (B, m))  # (B, m, 3, size, size)
