@@ -21,8 +21,8 @@ def test_cuda_graph_and_compile_match_eager(files, dtype, tol):
     eager = vlaworld.load_policy(ckpt, vlm=vlm, world_encoder=vj, device="cuda", dtype=dtype)
     fast = vlaworld.load_policy(ckpt, vlm=vlm, world_encoder=vj, device="cuda", dtype=dtype, compile=True)
     assert fast.config.cuda_graphs
-    batch = libero_batch()
     for seed in range(3):  # capture on the first call, replay on the next ones with new inputs
+        batch = libero_batch(seed=seed)  # new observations: the replay must read the new prefix cache
         noise = torch.randn(2, 6, 10, generator=torch.Generator().manual_seed(seed))
         a = eager.predict_chunk(batch, noise=noise)
         b = fast.predict_chunk(batch, noise=noise)
