@@ -69,4 +69,3 @@ def env_rates(cfg: EnvRateConfig, workdir: Path | None = None) -> dict[str, Any]
         "single_run": single,
         "multi_run": multi,
     }
-

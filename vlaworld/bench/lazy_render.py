@@ -82,6 +82,7 @@ def lazy_render_table(cfg: LazyRenderConfig, modes: Sequence[str] = MEMORY_MODES
     finally:
         env.close()
     full_ms = float(np.mean(full))
+
     def median_of(kind: Render) -> float | None:
         times = [t for (flags, ts) in by_w.values() for t, f in zip(ts, flags) if f is kind]
         times += full if kind is Render.ALL else []

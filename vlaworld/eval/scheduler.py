@@ -110,7 +110,7 @@ class RunStats:
     worker_restarts: int = 0
     errors: int = 0
     # Per worker process: seconds from its start to its first answer (process start-up, env build, the
-    # first reset). Paid once per worker and task; a short run is dominated by it, a long one is not.
+    # first reset). Paid once per process (a worker changing task builds again); it dominates short runs.
     setup_s: list[float] = field(default_factory=list)
     # Env steps and wall seconds of the episodes that were not their worker's first (those carry the set-up).
     later_steps: int = 0
