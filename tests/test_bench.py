@@ -150,7 +150,7 @@ def test_compiled_chunks_match_eager(capsys):
 @pytest.mark.slow
 @pytest.mark.libero
 def test_cli_env_parts_report_rates_and_lazy_render_speedups(capsys):
-    out = _run_cli(capsys, "--config", "debug", "--parts", "env", "render", "--n-envs", "2", "--env-episodes", "2",
+    out = _run_cli(capsys, "--config", "debug", "--parts", "env", "render", "--n-envs", "2", "--env-episodes", "4",
                    "--env-max-steps", "20", "--render-steps", "10")
     assert out["env_steps_per_s"] > 0 and out["env_steps_per_s_single"] > 0
     assert out["env"]["n_envs"] == 2 and out["env"]["multi_run"]["env_steps"] > 0
