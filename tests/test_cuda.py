@@ -19,7 +19,8 @@ def files(tmp_path_factory):
 def test_cuda_graph_and_compile_match_eager(files, dtype, tol):
     vlm, vj, ckpt = files
     eager = vlaworld.load_policy(ckpt, vlm=vlm, world_encoder=vj, device="cuda", dtype=dtype)
-    fast = vlaworld.load_policy(ckpt, vlm=vlm, world_encoder=vj, device="cuda", dtype=dtype, compile=True)
+    fast = vlaworld.load_policy(ckpt, vlm=vlm, world_encoder=vj, device="cuda", dtype=dtype, compile=True,
+                                cuda_graphs=True)
     assert fast.config.cuda_graphs
     for seed in range(3):  # capture on the first call, replay on the next ones with new inputs
         batch = libero_batch(seed=seed)  # new observations: the replay must read the new prefix cache

@@ -2,8 +2,8 @@
 
 Modes, timed in this order on one model (compilation is in place, so eager comes first):
 ``eager``; ``cuda_graphs_eager`` (CUDA: the Euler loop replayed from one graph, stages not compiled);
-``compiled`` (``compile_stages`` + V-JEPA ``compile_blocks``, as ``load_policy(compile=True)`` on CPU);
-``cuda_graphs`` (CUDA: compiled stages + graph replay, as ``load_policy(compile=True)`` on CUDA).
+``compiled`` (``compile_stages`` + V-JEPA ``compile_blocks``, as ``load_policy(compile=True)``);
+``cuda_graphs`` (CUDA: compiled stages + graph replay, as ``load_policy(compile=True, cuda_graphs=True)``).
 Graph modes only change the denoising loop, so only ``denoise`` and the totals are re-timed there.
 """
 

@@ -78,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--device", default="auto", help="torch device for the policy: auto, cpu, cuda, cuda:1, ...")
     ap.add_argument("--dtype", choices=DTYPES, help="cast the policy (default: dtypes as stored)")
     ap.add_argument("--compile", action="store_true", help="torch.compile the hot steps")
+    ap.add_argument("--cuda-graphs", action="store_true",
+                    help="replay the denoising loop from one CUDA graph (CUDA only; opt-in, see README, Speed)")
     ap.add_argument("--n-action-steps", type=int, help="actions executed per chunk (default: the checkpoint's)")
     ap.add_argument("--max-steps", type=int, help="policy steps per episode (default: the suite's limit)")
     ap.add_argument("--max-batch", type=int, help="rows per policy call (default: all waiting workers); 1 makes "
@@ -147,7 +149,8 @@ def build_policy(args: argparse.Namespace) -> tuple[ChunkPolicy, dict[str, Any],
             raise ValueError("--policy scripted solves libero_spatial tasks only; pass --suite libero_spatial")
         for flag, value in (("--memory", args.memory), ("--n-action-steps", args.n_action_steps),
                             ("--dtype", args.dtype), ("--vlm", args.vlm), ("--stats", args.stats),
-                            ("--world-encoder", args.world_encoder), ("--compile", args.compile or None)):
+                            ("--world-encoder", args.world_encoder), ("--compile", args.compile or None),
+                            ("--cuda-graphs", args.cuda_graphs or None)):
             if value is not None:
                 raise ValueError(f"{flag} applies to neural policies; drop it with --policy scripted")
         return ScriptedChunkPolicy(), {"policy": "scripted", "n_action_steps": 1, "memory": None}, None
@@ -166,7 +169,7 @@ def build_policy(args: argparse.Namespace) -> tuple[ChunkPolicy, dict[str, Any],
     device = _device(args.device)
     policy = vlaworld.load_policy(ckpt, device=device, dtype=args.dtype, memory=args.memory,
                                   n_action_steps=args.n_action_steps, compile=args.compile, vlm=vlm,
-                                  world_encoder=world, stats=args.stats)
+                                  world_encoder=world, stats=args.stats, cuda_graphs=args.cuda_graphs)
     cfg = policy.config
     fields = {
         "policy": kind, "ckpt": str(Path(ckpt).resolve()), "memory": getattr(cfg, "memory", None),

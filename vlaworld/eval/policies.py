@@ -25,7 +25,7 @@ RANDOM_MEMORY_MODES = ("random", "random_scaled")
 
 
 def batch_bucket(rows: int) -> int:
-    """The padded batch size for a compiled policy: the next power of two.
+    """The padded batch size for a compiled (or CUDA-graph) policy: the next power of two.
 
     Compiled code is specialised per batch size. Measured on an H100 with the demo policy and
     compile=True: every new size cost 20-28 s of compilation, and past torch's recompile limit
@@ -104,7 +104,8 @@ class NeuralChunkPolicy:
             world_camera=env_feature(policy, policy.world_camera) if self.world_frames else None,
         )
         self.random_memory = getattr(cfg, "memory", None) in RANDOM_MEMORY_MODES
-        self.pad_batches = bool(getattr(cfg, "compile", False))
+        # compiled code and CUDA graphs are specialised per batch size: pad to few sizes (batch_bucket)
+        self.pad_batches = bool(getattr(cfg, "compile", False) or getattr(cfg, "cuda_graphs", False))
         # 'shuffle' hands each row the pred memory of another row of the batch: it needs two rows.
         self.min_batch = 2 if getattr(cfg, "memory", None) == "shuffle" else 1
         self._generators: dict[EpisodeId, Any] = {}
