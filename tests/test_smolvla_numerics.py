@@ -143,3 +143,33 @@ def test_padded_prefix_length_changes_nothing():
     assert padded_state.pad_mask.shape[1] == 64
     padded = ours.model.sample_actions(padded_state, noise)
     assert (padded - base).abs().max().item() <= TOL
+
+
+def test_image_special_tokens_frame_every_camera():
+    """add_image_special_tokens: [fake_image, global_image] before and [fake_image] after each camera."""
+    import dataclasses
+
+    from vlaworld.models.smolvla import SmolVLAModel
+
+    _, ours, spec = reference_and_ours()
+    special = (5, 9)
+    spec = dataclasses.replace(spec, policy=dataclasses.replace(spec.policy, add_image_special_tokens=True),
+                               image_special_token_ids=special)
+    framed = SmolVLAModel(spec).eval()
+    framed.load_state_dict(ours.state_dict())
+    images, img_masks, tokens, tok_masks, state, _ = random_inputs(spec)
+    with torch.no_grad():
+        plain, plain_pad, _ = ours.model.embed_prefix(images, img_masks, tokens, tok_masks, state)
+        embs, pad, att = framed.model.embed_prefix(images, img_masks, tokens, tok_masks, state)
+        table = framed.model.embed_tokens(torch.tensor([*special, special[0]]))
+    n_img = ours.model.embed_images(images[0]).shape[1]
+    block = 2 + n_img + 1
+    for cam in range(len(images)):
+        at = cam * block
+        assert torch.equal(embs[:, at : at + 2], table[:2].expand(embs.shape[0], -1, -1))
+        assert torch.equal(embs[:, at + 2 : at + 2 + n_img], plain[:, cam * n_img : (cam + 1) * n_img])
+        assert torch.equal(embs[:, at + block - 1], table[2].expand(embs.shape[0], -1))
+        assert pad[:, at : at + block].all()
+    rest = len(images) * n_img
+    assert torch.equal(embs[:, len(images) * block :], plain[:, rest:])  # language and state follow unchanged
+    assert torch.equal(pad[:, len(images) * block :], plain_pad[:, rest:]) and att[:, -1].all()

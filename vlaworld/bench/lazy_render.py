@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 import vlaworld.envs as ve
-from vlaworld.eval.worker import ObservationNeeds, Render, render_needed
+from vlaworld.eval.worker import ObservationNeeds, Render, render_argument, render_needed
 from vlaworld.models.world_config import MEMORY_MODES
 from vlaworld.world import LATENT_MODES
 
@@ -56,7 +56,7 @@ def _time_schedule(env: Any, flags: list[Render], actions: np.ndarray, episode: 
     env.reset(options={"episode": episode})
     out = []
     for flag, action in zip(flags, actions):
-        env.set_render((WORLD_CAMERA,) if flag is Render.WORLD else flag is Render.ALL)
+        env.set_render(render_argument(flag, WORLD_CAMERA))
         t0 = time.perf_counter()
         _, _, terminated, truncated, _ = env.step(action)
         out.append(1000.0 * (time.perf_counter() - t0))

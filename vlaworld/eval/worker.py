@@ -119,6 +119,11 @@ class Render(enum.IntEnum):
     ALL = 2  # every camera (a chunk boundary the policy reads, or a recorded video frame)
 
 
+def render_argument(render: Render, world_camera: str | None) -> bool | tuple[str, ...]:
+    """``LiberoEnv.set_render``'s argument for a render plan entry."""
+    return (world_camera,) if render is Render.WORLD else render is Render.ALL
+
+
 def render_needed(t: int, n_action_steps: int, needs: ObservationNeeds) -> Render:
     """The cameras observation t (after t policy steps) must carry (module docstring)."""
     before_boundary = (-t) % n_action_steps  # steps until the next chunk boundary (0: t is one)
@@ -148,7 +153,7 @@ class _Episode:
     def _render_for(self, t: int) -> Render:
         needs = self.spec.needs
         render = Render.ALL if self.recorder is not None else render_needed(t, self.spec.n_action_steps, needs)
-        self.env.set_render((needs.world_camera,) if render is Render.WORLD else render is Render.ALL)
+        self.env.set_render(render_argument(render, needs.world_camera))
         return render
 
     def _seen(self, obs: dict[str, Any], rendered: Render) -> None:

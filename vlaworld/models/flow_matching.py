@@ -129,15 +129,16 @@ class VLAFlowMatching(nn.Module):
         img_emb = img_emb.view(n_cam, bsz, *img_emb.shape[1:])
         embs, pads = [], []
         special = self.cfg.image_special_token_ids
+        if special is not None:  # the same start / end tokens around every camera
+            start = self.embed_tokens(torch.tensor(special, device=device)).unsqueeze(0).expand(bsz, -1, -1)
+            end = self.embed_tokens(torch.tensor(special[:1], device=device)).unsqueeze(0).expand(bsz, -1, -1)
         for cam in range(n_cam):
             if special is not None:
-                start = self.embed_tokens(torch.tensor(special, device=device)).unsqueeze(0).expand(bsz, -1, -1)
                 embs.append(start)
                 pads.append(torch.ones(bsz, start.shape[1], dtype=torch.bool, device=device))
             embs.append(img_emb[cam])
             pads.append(img_masks[cam][:, None].expand(bsz, img_emb.shape[2]))
             if special is not None:
-                end = self.embed_tokens(torch.tensor(special[:1], device=device)).unsqueeze(0).expand(bsz, -1, -1)
                 embs.append(end)
                 pads.append(torch.ones(bsz, 1, dtype=torch.bool, device=device))
         lang = self.embed_tokens(lang_tokens)
