@@ -27,16 +27,15 @@ def copy_ckpt(files, tmp_path):
     return shutil.copytree(files[1], tmp_path / "pretrained_model")
 
 
-def test_loads_with_stored_dtypes_and_round_trips(files, tmp_path):
+def test_loads_in_lerobots_runtime_dtypes_and_round_trips(files, tmp_path):
     vlm, ckpt = files
-    policy = vlaworld.load_policy(ckpt, vlm=vlm)
+    policy = vlaworld.load_policy(ckpt, vlm=vlm)  # load_vlm_weights=false: LeRobot builds everything in fp32
     state = policy.model.state_dict()
     stored = load_file(ckpt / "model.safetensors")
     assert set(state) == set(stored)
-    assert all(state[k].dtype == stored[k].dtype and torch.equal(state[k], stored[k]) for k in stored)
-    assert state["model.state_proj.weight"].dtype == torch.float32
-    assert state["model.vlm_with_expert.lm_expert.layers.1.self_attn.k_proj.weight"].dtype == torch.float32
-    assert state["model.vlm_with_expert.lm_expert.layers.0.self_attn.k_proj.weight"].dtype == torch.bfloat16
+    assert stored["model.vlm_with_expert.lm_expert.layers.0.self_attn.k_proj.weight"].dtype == torch.bfloat16
+    assert all(state[k].dtype == torch.float32 and torch.equal(state[k], stored[k].float()) for k in stored)
+    assert policy.config.dtype == "lerobot" and set(policy.config.runtime_dtypes.values()) == {"float32"}
 
     out = tmp_path / "saved"
     policy.save_pretrained(out)
@@ -44,7 +43,7 @@ def test_loads_with_stored_dtypes_and_round_trips(files, tmp_path):
     for name in ("config.json", "policy_preprocessor.json", "policy_postprocessor.json", "train_config.json"):
         assert (out / name).read_bytes() == (ckpt / name).read_bytes(), name
     for name in ("model.safetensors", "policy_preprocessor_step_5_normalizer_processor.safetensors"):
-        a, b = load_file(out / name), load_file(ckpt / name)
+        a, b = load_file(out / name), load_file(ckpt / name)  # saved in the stored dtypes
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) and a[k].dtype == b[k].dtype for k in a)
 
     again = vlaworld.load_policy(out, vlm=vlm)

@@ -9,8 +9,10 @@ import os
 
 import numpy as np
 import pytest
+import torch
 
 import vlaworld.envs as ve
+from tests.test_envs_units import lerobot_quat2axisangle
 
 pytestmark = pytest.mark.libero
 
@@ -20,14 +22,8 @@ CASES = {"libero_spatial": (4, 7), "libero_object": (2, 53)}
 
 
 def lerobot_axis_angle(quat: np.ndarray) -> np.ndarray:
-    """LeRobot LiberoProcessorStep._quat2axisangle in float32, with correctly rounded sqrt/acos."""
-    x, y, z, w = (np.float32(v) for v in quat)
-    w = min(max(w, np.float32(-1)), np.float32(1))
-    den = np.float32(np.sqrt(np.float64(np.float32(1) - w * w)))
-    if not den > 1e-10:
-        return np.zeros(3, np.float32)
-    angle = np.float32(2) * np.float32(np.arccos(np.float64(w)))
-    return np.array([x / den * angle, y / den * angle, z / den * angle], np.float32)
+    """LeRobot LiberoProcessorStep._quat2axisangle: float32 torch on a batch of one."""
+    return lerobot_quat2axisangle(torch.from_numpy(np.asarray(quat, np.float64)[None]))[0].numpy()
 
 
 def raw_features(obs: dict) -> dict[str, np.ndarray]:

@@ -102,12 +102,18 @@ def test_n_action_steps_override_is_recorded(files):
         vlaworld.load_policy(files[1], vlm=files[0], n_action_steps=7)
 
 
-def test_float32_override_matches_upcast_weights(files, policy):
+def test_dtype_override_casts_the_whole_model(files, policy):
+    # This checkpoint runs in float32 as LeRobot builds it (load_vlm_weights=false): forcing float32 changes
+    # nothing, forcing bfloat16 casts every part, the fp32 projections included.
+    batch, noise = libero_batch(), torch.randn(2, 6, 10)
     p32 = vlaworld.load_policy(files[1], vlm=files[0], dtype="float32")
     assert p32.config.dtype == "float32"
-    assert all(t.dtype == torch.float32 for t in p32.model.state_dict().values())
-    batch, noise = libero_batch(), torch.randn(2, 6, 10)
-    diff = (p32.predict_chunk(batch, noise=noise) - policy.predict_chunk(batch, noise=noise)).abs().max()
+    assert torch.equal(p32.predict_chunk(batch, noise=noise), policy.predict_chunk(batch, noise=noise))
+    p16 = vlaworld.load_policy(files[1], vlm=files[0], dtype="bfloat16", numerics="lerobot-0.6")
+    assert p16.config.dtype == "bfloat16" and set(p16.config.runtime_dtypes.values()) == {"bfloat16"}
+    assert all(t.dtype == torch.bfloat16 for t in p16.model.state_dict().values())
+    exact_ids = vlaworld.load_policy(files[1], vlm=files[0], numerics="lerobot-0.6")  # same ids in fp32 and bf16
+    diff = (p16.predict_chunk(batch, noise=noise) - exact_ids.predict_chunk(batch, noise=noise)).abs().max()
     assert 0 < diff < 0.5  # bf16 activations differ from fp32 ones, but only by rounding
 
 

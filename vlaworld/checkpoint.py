@@ -115,8 +115,10 @@ def find_vlm_dir(repo_id: str, explicit: str | Path | None) -> Path:
     return find_model_dir(repo_id, explicit, VLM_FILES, "--vlm", "VLM config and tokenizer (vlm_model_name)")
 
 
-def read_vlm_config(vlm_dir: Path) -> VLMConfig:
-    return VLMConfig.from_hf(json.loads((vlm_dir / "config.json").read_text()))
+def read_vlm_config(vlm_dir: Path) -> tuple[VLMConfig, dict]:
+    """The VLM's parsed config and its raw JSON (the sub-configs' dtypes decide LeRobot's runtime dtypes)."""
+    raw = json.loads((vlm_dir / "config.json").read_text())
+    return VLMConfig.from_hf(raw), raw
 
 
 def resolve_stats(ckpt: Checkpoint, stats_file: str | Path | None) -> tuple[lp.Stats, lp.Stats, lp.ProcessorSpec]:
@@ -163,7 +165,9 @@ def save_checkpoint(
     out.mkdir(parents=True, exist_ok=True)
     if (ckpt.path / CONFIG).resolve() != (out / CONFIG).resolve():
         shutil.copyfile(ckpt.path / CONFIG, out / CONFIG)  # byte-identical: the config is never changed
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
+    # Each tensor in the dtype the file stored it in (runtime dtypes follow the numerics profile).
+    stored = {k: v.dtype for k, v in ckpt.tensors.items()}
+    tensors = {k: v.detach().to("cpu", stored.get(k, v.dtype)).contiguous() for k, v in state_dict.items()}
     if ckpt.compiled_prefix:
         tensors = {(COMPILED_PREFIX + k[len("model."):] if k.startswith("model.") else k): v for k, v in tensors.items()}
     tensors |= {k: v.contiguous() for k, v in ckpt.legacy_tensors.items()}

@@ -24,7 +24,7 @@ TRAINING_ONLY_FIELDS = frozenset(
         "pretrained_path", "pretrained_revision", "freeze_vision_encoder", "train_expert_only",
         "train_state_proj", "optimizer_lr", "optimizer_betas", "optimizer_eps", "optimizer_weight_decay",
         "optimizer_grad_clip_norm", "scheduler_warmup_steps", "scheduler_decay_steps", "scheduler_decay_lr",
-        "load_vlm_weights", "compile_model", "compile_mode",
+        "compile_model", "compile_mode",
         # ``use_cache=False`` crashes LeRobot's sampler; cached and uncached passes compute the same thing.
         "use_cache",
         # The policy keeps only the last observation either way (prepare_images/prepare_state take [:, -1]).
@@ -39,6 +39,8 @@ BEHAVIOUR_FIELDS = frozenset(
         "add_image_special_tokens", "attention_mode", "prefix_length", "pad_language_to", "num_expert_layers",
         "num_vlm_layers", "self_attn_every_n_layers", "expert_width_multiplier", "min_period", "max_period",
         "rtc_config",
+        # Decides the runtime dtypes (vlaworld.numerics): true builds the VLM and expert in bf16.
+        "load_vlm_weights",
     }
 )
 
@@ -73,6 +75,7 @@ class PolicyConfig:
     expert_width_multiplier: float = 0.75
     min_period: float = 4e-3
     max_period: float = 4.0
+    load_vlm_weights: bool = False  # SmolVLAConfig's class default
     normalization_mapping: dict[str, str] = field(
         default_factory=lambda: {"VISUAL": "IDENTITY", "STATE": "MEAN_STD", "ACTION": "MEAN_STD"}
     )

@@ -13,10 +13,12 @@ from vlaworld.checkpoint import find_vlm_dir, read_checkpoint, read_vlm_config, 
 from vlaworld.config import ConfigError
 from vlaworld.hub import find_model_dir
 from vlaworld.models.prophet import Prophet, ProphetConfig
+from vlaworld.models.siglip import transformers_457_position_ids
 from vlaworld.models.smolvla import ModelSpec, SmolVLAModel
 from vlaworld.models.vjepa2 import load_vjepa2
 from vlaworld.models.world_config import MEMORY_MODES
 from vlaworld.models.world_inject import GatedCrossAttention, WorldInjectConfig
+from vlaworld.numerics import DEFAULT_PROFILE, PROFILE_TABLE, NumericsProfile, RuntimeDtypes, profile
 from vlaworld.policy import Policy, ResolvedConfig
 from vlaworld.statedict import load_strict
 from vlaworld.tokenizer import TaskTokenizer, TokenizerSettings
@@ -42,11 +44,15 @@ def load_policy(
     allow_window_mismatch: bool = False,
     world_preprocess: str = "default",
     cuda_graphs: bool = False,
+    numerics: str = DEFAULT_PROFILE,
 ) -> Policy:
     """Load a LeRobot ``pretrained_model/`` directory (``smolvla`` or ``smolvla_world``).
 
-    ``dtype=None`` keeps the stored dtypes (LeRobot's bf16/fp32 mix); ``vlm`` / ``world_encoder`` point
-    at local Hugging Face-layout directories (else the offline HF cache); ``stats`` replaces the
+    ``numerics`` names the LeRobot generation whose actions to reproduce (``lerobot-0.4``: LeRobot 0.4.x
+    on transformers 4.57; ``lerobot-0.6``: LeRobot >= 0.5 on transformers 5; see ``vlaworld.numerics``).
+    ``dtype=None`` runs every part in the dtype that LeRobot runs it in (its module construction decides,
+    not the dtypes stored in the file); a dtype casts the whole model instead. ``vlm`` / ``world_encoder``
+    point at local Hugging Face-layout directories (else the offline HF cache); ``stats`` replaces the
     checkpoint's normalisation stats (a safetensors or dataset ``meta/stats.json`` file).
     World policies: ``memory`` is the rollout mode (None: the checkpoint's ``world_memory_mode_rollout``),
     ``world_window`` forces the V-JEPA clip length m (refused when it contradicts the checkpoint unless
@@ -56,6 +62,7 @@ def load_policy(
     loop from one CUDA graph. Graphs are opt-in until tests/test_cuda.py has passed on a GPU since
     their last fix (the capture kept its time embeddings in freed memory; see README, Speed).
     """
+    prof = profile(numerics)
     ckpt = read_checkpoint(path)
     cfg = ckpt.config
     memory = _memory_mode(cfg, memory, ckpt.path)
@@ -64,7 +71,7 @@ def load_policy(
         raise ConfigError(f"n_action_steps={steps} must be in [1, chunk_size={cfg.chunk_size}]")
 
     vlm_dir = find_vlm_dir(cfg.vlm_model_name, vlm)
-    vlm_cfg = read_vlm_config(vlm_dir)
+    vlm_cfg, vlm_json = read_vlm_config(vlm_dir)
     _pre, _post, processors = resolve_stats(ckpt, stats)
     tokenizer = _tokenizer(processors, cfg, vlm_dir, explicit=vlm is not None, ckpt_dir=ckpt.path)
     special = None
@@ -86,8 +93,10 @@ def load_policy(
         tensors = {k: v for k, v in tensors.items() if not k.startswith(WORLD_ENCODER_PREFIX)}
     load_strict(model, tensors, source=f"{ckpt.path}/model.safetensors")
     target = _dtype(dtype)
-    if target is not None:
-        model.to(target)
+    runtime = (prof.runtime_dtypes(cfg.load_vlm_weights, vlm_json) if target is None
+               else RuntimeDtypes.uniform(_dtype_name(target)))
+    model.cast_parts(**{part: _dtype(name) for part, name in runtime.as_dict().items()})
+    _set_position_ids(model, prof, ckpt.path)
     model.to(device)
     world = None
     if cfg.world is not None:
@@ -112,7 +121,9 @@ def load_policy(
         vlm_dir=str(vlm_dir),
         memory=memory,
         device=str(device),
-        dtype="stored" if target is None else str(target).removeprefix("torch."),
+        dtype="lerobot" if target is None else _dtype_name(target),
+        numerics=prof.name,
+        runtime_dtypes=runtime.as_dict(),
         compile=compile,
         cuda_graphs=cuda_graphs,
         stats_file=None if stats is None else str(stats),
@@ -173,6 +184,40 @@ def _tokenizer(processors: lp.ProcessorSpec, cfg, vlm_dir: Path, explicit: bool,
     if spec.tokenizer_name and spec.tokenizer_name != cfg.vlm_model_name and not explicit:
         directory = find_model_dir(spec.tokenizer_name, None, ("tokenizer.json",), "--vlm", "tokenizer")
     return TaskTokenizer(directory, settings)
+
+
+def _set_position_ids(model: SmolVLAModel, prof: NumericsProfile, where: Path) -> None:
+    """Install the profile's vision position ids, and say once when the other profile computes others."""
+    embeddings = model.model.vlm_with_expert.vlm.model.vision_model.embeddings
+    side, dtype = embeddings.config.patches_per_side, embeddings.patch_embedding.weight.dtype
+    ids = {name: _position_ids(p, side, dtype) for name, p in PROFILE_TABLE.items()}
+    embeddings.set_position_ids(ids[prof.name])
+    if any((a is None) != (b is None) or (a is not None and not torch.equal(a, b)) for a in ids.values() for b in ids.values()):
+        if (str(where), prof.name) not in _WARNED:
+            _WARNED.add((str(where), prof.name))
+            other = next(n for n in PROFILE_TABLE if n != prof.name)
+            log.warning(
+                "%s: its vision tower runs in %s, where LeRobot 0.4.x (transformers 4.55-4.57) and LeRobot >= 0.5 "
+                "(transformers 5) use different patch position ids, so the two give different actions. Running "
+                "numerics=%r (%s); if this checkpoint is evaluated with LeRobot %s, pass numerics=%r "
+                "(--numerics %s).", where, str(dtype).removeprefix("torch."), prof.name, prof.lerobot,
+                PROFILE_TABLE[other].lerobot, other, other,
+            )
+
+
+def _position_ids(prof: NumericsProfile, side: int, dtype: torch.dtype) -> torch.Tensor | None:
+    """The profile's vision position ids for a tower running in ``dtype``; None when they are arange."""
+    if not prof.shifted_fp32_position_ids:
+        return None
+    ids = transformers_457_position_ids(side, dtype)
+    return None if torch.equal(ids, torch.arange(side * side)) else ids
+
+
+_WARNED: set[tuple[str, str]] = set()  # (checkpoint, profile) pairs already warned about
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
 
 
 def _dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:

@@ -38,7 +38,9 @@ class ResolvedConfig(PolicyConfig):
     vlm_dir: str
     memory: str
     device: str
-    dtype: str  # "stored" (as in the file, LeRobot's mix) or a torch dtype name
+    dtype: str  # "lerobot" (each part as the profile's LeRobot runs it) or a torch dtype name (forced)
+    numerics: str = "lerobot-0.4"  # the LeRobot generation reproduced (vlaworld.numerics)
+    runtime_dtypes: dict[str, str] | None = None  # part -> dtype it runs in
     compile: bool = False
     cuda_graphs: bool = False
     stats_file: str | None = None

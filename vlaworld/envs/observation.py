@@ -1,7 +1,8 @@
 """Raw robosuite observations -> the LeRobot feature dict the checkpoints were trained on.
 
 Mirrors LeRobot's `LiberoProcessorStep` (processor/env_processor.py L54-154 @v0.4.2): both cameras
-rotated 180° (dataset orientation) and the 8-d state eef_pos | axis-angle(eef_quat) | gripper_qpos.
+rotated 180° (dataset orientation) and the 8-d state eef_pos | axis-angle(eef_quat) | gripper_qpos,
+computed with LeRobot's own float32 torch formula.
 """
 
 from __future__ import annotations
@@ -12,25 +13,31 @@ import numpy as np
 
 from vlaworld.envs.constants import CAMERAS, STATE_KEY, TASK_KEY
 
-_AXIS_ANGLE_EPS = 1e-10  # LiberoProcessorStep._quat2axisangle: below it the rotation is treated as zero
+_AXIS_ANGLE_EPS = 1e-10  # LiberoProcessorStep._quat2axisangle: at or below it the rotation is treated as zero
 
 
 def quat2axisangle(quat: np.ndarray) -> np.ndarray:
-    """(4,) xyzw quaternion -> (3,) axis-angle, LeRobot's float32 formula.
+    """(4,) xyzw quaternion -> (3,) axis-angle, bit for bit as LeRobot computes it.
 
-    w is clamped to [-1, 1]; den = sqrt(max(1 - w², 0)); aa = xyz / den * 2 acos(w), or 0 when den <= 1e-10.
-    Same float32 operations in the same order as LeRobot, but with correctly rounded sqrt and acos:
-    torch's float32 sqrt/acos on CPU (AVX512 here) are off by 1 ulp in ~20 % / ~9 % of inputs, so
-    LeRobot's own values depend on the machine. We stay within 4 ulp of them (test_envs_units.py).
+    LeRobot's ``LiberoProcessorStep._quat2axisangle`` (processor/env_processor.py L115-154 @v0.4.2, the
+    same in 0.4.4 and 0.6.1) runs in float32 torch: w clamped to [-1, 1], den = sqrt(clamp(1 - w², 0)),
+    aa = xyz / den * 2 acos(w) where den > 1e-10, else 0. torch's float32 sqrt and acos are not correctly
+    rounded on CPU (SLEEF kernels), and a closed loop amplifies one ulp of state into 3e-2 of action after
+    30 steps, so the same torch operations run here, in the same order and dtypes, on a (1, 4) batch
+    (a row's result does not depend on the batch it sits in; tests/test_oracle_lerobot.py checks both).
     """
-    q = np.asarray(quat, dtype=np.float32)
-    w = np.clip(q[3], np.float32(-1.0), np.float32(1.0))
-    den = np.sqrt(np.maximum(np.float32(1.0) - w * w, np.float32(0.0)))
-    if den <= _AXIS_ANGLE_EPS:
-        return np.zeros(3, dtype=np.float32)
-    # acos in float64, then rounded: numpy's float32 arccos is off by an ulp in ~1/3 of cases.
-    angle = np.float32(2.0) * np.float32(np.arccos(np.float64(w)))
-    return (q[:3] / den * angle).astype(np.float32)  # (3,), same operation order as LeRobot
+    import torch  # imported on first use: the env workers need torch for this formula only
+
+    q = torch.from_numpy(np.asarray(quat, dtype=np.float64).reshape(1, 4)).to(torch.float32)  # (1, 4)
+    w = q[:, 3].clamp(-1.0, 1.0)
+    den = torch.sqrt(torch.clamp(1.0 - w * w, min=0.0))
+    result = torch.zeros((1, 3))
+    mask = den > _AXIS_ANGLE_EPS
+    if mask.any():
+        angle = 2.0 * torch.acos(w[mask])  # (M,)
+        axis = q[mask, :3] / den[mask].unsqueeze(1)
+        result[mask] = axis * angle.unsqueeze(1)
+    return result[0].numpy()  # (3,) float32
 
 
 def state_vector(raw: Mapping[str, np.ndarray]) -> np.ndarray:

@@ -16,7 +16,8 @@ boundary (t % n_action_steps == 0), with every camera; world policies also read 
 frames of the W - 1 observations before it. So step t renders all cameras at a boundary, only the
 world camera when 0 < (-t) % n_action_steps < W, nothing otherwise, and everything on every step of
 a recorded video episode (render_needed). Skipped renders do not change later images
-(LiberoEnv.set_render). The worker imports neither torch nor the policy.
+(LiberoEnv.set_render). The worker never imports the policy; it imports torch only for the state's
+axis-angle, which must be LeRobot's own float32 torch arithmetic (vlaworld.envs.observation).
 
 Threads: software GL (Mesa llvmpipe) starts one render thread per core in every worker by default;
 with N workers and a CPU policy that oversubscribes the cores, and spinning threads then starve one

@@ -2,9 +2,11 @@
 
 Numerically this is transformers 5.23's ``SmolVLMVisionTransformer`` followed by ``SmolVLMConnector``
 (``reference/model_facts.md`` §1), restricted to what SmolVLA feeds it: full square images of
-``image_size`` with no patch mask. The NaViT bucketised position ids then reduce to ``arange(N)``, so
-the learned position table is added whole and no buffer is kept; the model can be built on the meta
-device and filled with ``load_state_dict(..., assign=True)``.
+``image_size`` with no patch mask. The NaViT bucketised position ids then reduce to ``arange(N)`` in
+transformers 5, so by default the learned position table is added whole and no buffer is kept; the model
+can be built on the meta device and filled with ``load_state_dict(..., assign=True)``. transformers
+4.55.1-4.57.x (LeRobot 0.4.x) compute other ids for float32 pixels (``transformers_457_position_ids``);
+``VisionEmbeddings.set_position_ids`` installs them (``vlaworld.numerics``).
 
 Notable choices:
 - Submodule names equal the Hugging Face key suffixes (``vision_model.encoder.layers.{i}.self_attn.q_proj``,
@@ -162,6 +164,16 @@ class VisionEmbeddings(nn.Module):
         d, p = config.hidden_size, config.patch_size
         self.patch_embedding = nn.Conv2d(config.num_channels, d, kernel_size=p, stride=p)
         self.position_embedding = nn.Embedding(config.num_patches, d)
+        self.register_buffer("position_ids", None, persistent=False)  # None: arange(N), the table added whole
+
+    def set_position_ids(self, ids: torch.Tensor | None) -> None:
+        """Use these patch position ids [N] (None: arange, transformers 5); kept as a buffer that moves with
+        the module."""
+        if ids is not None:
+            if tuple(ids.shape) != (self.config.num_patches,):
+                raise ValueError(f"position ids must be [{self.config.num_patches}], got {tuple(ids.shape)}")
+            ids = ids.to(self.position_embedding.weight.device)
+        self.position_ids = ids  # a registered buffer: assignment keeps it one
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         c, s = self.config.num_channels, self.config.image_size
@@ -170,8 +182,24 @@ class VisionEmbeddings(nn.Module):
                              f"first), got {list(pixel_values.shape)}; only full square images are supported")
         x = self.patch_embedding(pixel_values.to(self.patch_embedding.weight.dtype))  # (B, D, S/p, S/p)
         x = x.flatten(2).transpose(1, 2)  # (B, N, D)
-        # Full image, no patch mask: HF's bucketised position ids are exactly arange(N).
-        return x + self.position_embedding.weight  # (B, N, D)
+        if self.position_ids is None:  # full image, no patch mask: transformers 5's ids are arange(N)
+            return x + self.position_embedding.weight  # (B, N, D)
+        return x + self.position_embedding(self.position_ids)  # (B, N, D)
+
+
+def transformers_457_position_ids(patches_per_side: int, dtype: torch.dtype) -> torch.Tensor:
+    """Patch position ids [side²] of a full image whose pixels are ``dtype``, as transformers 4.55.1-4.57.x
+    compute them (``SmolVLMVisionEmbeddings.forward`` L138-160 @4.57.6, the same ops in the same dtypes).
+
+    Coordinates are bucketised in the pixels' dtype: in float32 ``k/n·(1−1e−6)`` falls just below the
+    boundary ``k/n``, so each axis reads [0, 0, 1, ..., n−2]; in bf16/fp16 the factor rounds to 1 and the
+    ids are arange (for n a power of two). E.g. side 4, float32: rows and columns [0, 0, 1, 2].
+    """
+    side = torch.tensor(patches_per_side)  # HF: patch_attention_mask[:, 0].sum(), a 0-dim int64 tensor
+    boundaries = torch.arange(1 / patches_per_side, 1.0, 1 / patches_per_side, dtype=torch.float32)
+    coords = torch.arange(patches_per_side, dtype=dtype) / side * (1 - 1e-6)
+    buckets = torch.bucketize(coords, boundaries, right=True)
+    return (buckets[:, None] * patches_per_side + buckets[None, :]).flatten()  # (side²,)
 
 
 class Attention(nn.Module):

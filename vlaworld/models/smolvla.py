@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 from vlaworld.config import PolicyConfig, VLMConfig
@@ -91,3 +92,38 @@ class SmolVLAModel(nn.Module):
         self.model = VLAFlowMatching(spec.head, VLMWithExpert(vlm, spec.vlm.text, layout), world_inject)
         if prophet is not None:
             self.prophet = prophet
+
+    def cast_parts(
+        self,
+        *,
+        vision: torch.dtype,
+        connector: torch.dtype,
+        text: torch.dtype,
+        lm_head: torch.dtype,
+        expert: torch.dtype,
+        projections: torch.dtype,
+    ) -> None:
+        """Put each part in the dtype it runs in (``vlaworld.numerics`` says which for each LeRobot).
+
+        ``projections`` covers the modules LeRobot makes as plain ``nn.Linear`` after the transformers
+        models: the expert's cross-attention k/v, the state/action projections and the world modules.
+        """
+        head = self.model
+        vlm = head.vlm_with_expert.vlm
+        vlm.model.vision_model.to(vision)
+        vlm.model.connector.to(connector)
+        vlm.model.text_model.to(text)
+        vlm.lm_head.to(lm_head)
+        layout = head.vlm_with_expert.layout
+        for e, layer in enumerate(head.vlm_with_expert.lm_expert.layers):
+            layer.to(expert)
+            if layout.expert_has_cross_kv(e):
+                layer.self_attn.k_proj.to(projections)
+                layer.self_attn.v_proj.to(projections)
+        head.vlm_with_expert.lm_expert.norm.to(expert)
+        for name in ("state_proj", "action_in_proj", "action_out_proj", "action_time_mlp_in", "action_time_mlp_out"):
+            getattr(head, name).to(projections)
+        if hasattr(head, "world_inject"):
+            head.world_inject.to(projections)
+        if hasattr(self, "prophet"):
+            self.prophet.to(projections)
