@@ -24,10 +24,25 @@ WORDS = ("pick up the black bowl next to ramekin and place it on plate between c
          "cabinet top drawer of open put in basket alphabet soup cream cheese").split()
 
 
-def write_tiny_vlm(directory: Path) -> Path:
-    """A SmolVLM-layout directory: config.json, tokenizer.json (word-level, pad <|im_end|> = 2), configs."""
+def write_tiny_vlm(directory: Path, *, weights: bool = False, sub_config_dtypes: dict[str, str] | None = None) -> Path:
+    """A SmolVLM-layout directory: config.json, tokenizer.json (word-level, pad <|im_end|> = 2), configs.
+
+    ``weights`` adds a Hugging Face ``model.safetensors`` (what ``load_vlm_weights=true`` reads);
+    ``sub_config_dtypes`` ({"vision_config": "bfloat16", ...}) writes ``torch_dtype`` into sub-configs.
+    """
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "config.json").write_text(json.dumps(TINY_VLM_JSON, indent=2))
+    config = json.loads(json.dumps(TINY_VLM_JSON))
+    for sub, dtype in (sub_config_dtypes or {}).items():
+        config[sub]["torch_dtype"] = dtype
+    (directory / "config.json").write_text(json.dumps(config, indent=2))
+    if weights:
+        from vlaworld.models.smolvla import SmolVLM
+
+        vlm_cfg = VLMConfig.from_hf(TINY_VLM_JSON)
+        torch.manual_seed(1)
+        vlm = SmolVLM(vlm_cfg, vlm_cfg.text.num_hidden_layers)
+        save_file({k: v.contiguous() for k, v in vlm.state_dict().items()}, directory / "model.safetensors",
+                  metadata={"format": "pt"})
     vocab = {tok: i for i, tok in enumerate(SPECIALS)}
     for ch in ["\n", *WORDS]:
         vocab.setdefault(ch, len(vocab))
@@ -40,6 +55,11 @@ def write_tiny_vlm(directory: Path) -> Path:
     (directory / "tokenizer_config.json").write_text(json.dumps({
         "tokenizer_class": "PreTrainedTokenizerFast", "pad_token": "<|im_end|>", "eos_token": "<|im_end|>",
         "bos_token": "<|im_start|>", "unk_token": "[UNK]", "truncation_side": "left", "model_max_length": 8192,
+        # SmolVLM's tokenizer names its image tokens; SmolVLA reads fake_image_token_id/global_image_token_id.
+        "extra_special_tokens": {
+            "fake_image_token": "<fake_token_around_image>", "global_image_token": "<global-img>",
+            "image_token": "<image>", "end_of_utterance_token": "<|im_end|>",
+        },
     }))
     (directory / "special_tokens_map.json").write_text(json.dumps({"pad_token": "<|im_end|>"}))
     return directory

@@ -116,10 +116,10 @@ class SmolVLAModel(nn.Module):
         vlm.lm_head.to(lm_head)
         layout = head.vlm_with_expert.layout
         for e, layer in enumerate(head.vlm_with_expert.lm_expert.layers):
-            layer.to(expert)
-            if layout.expert_has_cross_kv(e):
-                layer.self_attn.k_proj.to(projections)
-                layer.self_attn.v_proj.to(projections)
+            cross_kv = ("self_attn.k_proj", "self_attn.v_proj") if layout.expert_has_cross_kv(e) else ()
+            for name, module in layer.named_modules():  # each module cast once: no detour through bf16
+                if any(True for _ in module.parameters(recurse=False)):
+                    module.to(projections if name in cross_kv else expert)
         head.vlm_with_expert.lm_expert.norm.to(expert)
         for name in ("state_proj", "action_in_proj", "action_out_proj", "action_time_mlp_in", "action_time_mlp_out"):
             getattr(head, name).to(projections)
