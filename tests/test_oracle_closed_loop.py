@@ -16,7 +16,7 @@ import torch
 import vlaworld
 from tests import lerobot_layout as layout
 from tests.oracle import Request, python_044, run, write_hf_cache
-from tests.test_oracle_lerobot import stats
+from tests.oracle.cases import stats
 from tests.tiny_checkpoint import IMAGE, VLM_REPO, write_tiny_vlm
 from vlaworld import envs
 

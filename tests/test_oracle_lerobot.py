@@ -2,100 +2,89 @@
 
 Checkpoints here are written by LeRobot itself (``SmolVLAPolicy(config).save_pretrained`` and its
 processors); LeRobot's ``predict_action_chunk`` and ``select_action`` make the references, and
-``vlaworld.load_policy(..., numerics="lerobot-0.4")`` must reproduce them.
+``vlaworld.load_policy(..., numerics="lerobot-0.4")`` must reproduce them (cases: tests/oracle/cases.py).
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 import vlaworld
-from tests import lerobot_layout as layout
-from tests.oracle import Request, python_044, run, write_hf_cache
-from tests.tiny_checkpoint import IMAGE, VLM_REPO, libero_batch, write_tiny_vlm
+from tests.oracle import Request, python_044, run
+from tests.oracle import cases as C
 from vlaworld.envs.observation import quat2axisangle
 from vlaworld.models.siglip import transformers_457_position_ids
 
 pytestmark = pytest.mark.oracle
 
-VLM_BF16_TEXT = "tiny-org/TinySmolVLM-bf16-text"  # a VLM config whose text_config says torch_dtype bfloat16
-INPUTS, OUTPUTS = layout.features(image_shape=(3, 16, 16))
-TINY = dict(
-    chunk_size=6, n_action_steps=3, max_state_dim=12, max_action_dim=10, resize_imgs_with_padding=[IMAGE, IMAGE],
-    tokenizer_max_length=8, num_steps=4, num_vlm_layers=4, vlm_model_name=VLM_REPO, device="cpu",
-    input_features=INPUTS, output_features=OUTPUTS,
-)
-# load_vlm_weights decides how LeRobot builds the VLM: true -> bf16 VLM and expert (exact position ids),
-# false -> the sub-configs' dtypes (float32 here: shifted position ids under transformers 4.57).
-CASES = {
-    "fp32": dict(load_vlm_weights=False),
-    "vlm-weights-bf16": dict(load_vlm_weights=True),
-    "bf16-text-config": dict(load_vlm_weights=False, vlm_model_name=VLM_BF16_TEXT),
-}
-QUEUE_STEPS = 7  # three chunks of n_action_steps=3, the last one partly used
+
+def lerobot_references(python: Path, cases: dict[str, dict], kind: str, hf_home: Path, root: Path) -> dict:
+    """Per case: the checkpoint LeRobot wrote, its runtime dtypes and outputs for ``cases.inputs(kind)``."""
+    batch, noise, tasks = C.inputs(kind)
+    saves = [Request("save_policy", {"dir": str(root / name), "config": cfg, "seed": C.WEIGHT_SEED, "stats": C.stats()})
+             for name, cfg in cases.items()]
+    predicts = [Request("predict", {"dir": str(root / name), "tasks": tasks, "queue_steps": C.QUEUE_STEPS[kind]},
+                        {"inputs": C.oracle_tensors(batch), "noise": noise}) for name in cases]
+    results = run(python, saves + predicts, hf_home=hf_home)
+    n = len(cases)
+    return {name: {"dir": root / name, "meta": results[n + i][0], "out": results[n + i][1]}
+            for i, name in enumerate(cases)} | {"batch": batch, "noise": noise}
 
 
-def stats() -> dict:
-    """Dataset stats as JSON: every feature, as lerobot-train passes dataset.meta.stats."""
-    return {k: {n: v.tolist() for n, v in d.items()} for k, d in layout.dataset_stats(seed=3).items()}
+def check_against(reference: dict, case: str, numerics: str, atol: float) -> None:
+    """vlaworld's chunk and act() queue on the reference's checkpoint and inputs, within ``atol``."""
+    ref = reference[case]
+    policy = vlaworld.load_policy(ref["dir"], numerics=numerics)
+    ours = {k: str(v.dtype).removeprefix("torch.") for k, v in policy.model.state_dict().items()}
+    assert ours == ref["meta"]["runtime_dtypes"]  # each part runs in the dtype LeRobot built it in
+    batch, noise = reference["batch"], reference["noise"]
+    chunk = policy.predict_chunk(batch, noise=noise["chunk"])
+    torch.testing.assert_close(chunk, ref["out"]["chunk"], rtol=0, atol=atol)
+    policy.reset()
+    n = policy.config.n_action_steps
+    queue = [policy.act(batch, noise=noise[f"queue_{s // n}"]) for s in range(len(ref["out"]["queue"]))]
+    np.testing.assert_allclose(np.stack(queue), ref["out"]["queue"].numpy(), rtol=0, atol=atol)
 
 
 @pytest.fixture(scope="module")
 def hf_home(tmp_path_factory):
-    root = tmp_path_factory.mktemp("hf")
-    scratch = tmp_path_factory.mktemp("vlms")
-    write_hf_cache(root, VLM_REPO, write_tiny_vlm(scratch / "plain", weights=True))
-    write_hf_cache(root, VLM_BF16_TEXT, write_tiny_vlm(scratch / "bf16", sub_config_dtypes={"text_config": "bfloat16"}))
-    return root
+    return C.write_vlms(tmp_path_factory.mktemp("hf"), tmp_path_factory.mktemp("vlms"), real=True)
 
 
 @pytest.fixture(scope="module")
-def lerobot(hf_home, tmp_path_factory):
-    """Per case: the checkpoint LeRobot 0.4.4 wrote, its outputs, and the inputs and noise it was given."""
-    python = python_044()
-    root = tmp_path_factory.mktemp("lerobot044")
-    batch = libero_batch(bsz=2, seed=5)
-    inputs = {k: torch.as_tensor(v) for k, v in batch.items() if k != "task"}
-    g = torch.Generator().manual_seed(11)
-    noise = {"chunk": torch.randn(2, 6, 10, generator=g)}
-    noise |= {f"queue_{k}": torch.randn(2, 6, 10, generator=g) for k in range(3)}
-    saves = [Request("save_policy", {"dir": str(root / name), "config": TINY | case, "seed": 7, "stats": stats()})
-             for name, case in CASES.items()]
-    predicts = [Request("predict", {"dir": str(root / name), "tasks": batch["task"], "queue_steps": QUEUE_STEPS},
-                        {"inputs": inputs, "noise": noise}) for name in CASES]
-    results = run(python, saves + predicts, hf_home=hf_home)
-    return {
-        name: {"dir": root / name, "saved": results[i][0], "meta": results[len(CASES) + i][0],
-               "out": results[len(CASES) + i][1]}
-        for i, name in enumerate(CASES)
-    } | {"batch": batch, "noise": noise}
+def tiny_044(hf_home, tmp_path_factory):
+    return lerobot_references(python_044(), C.TINY_CASES, "tiny", hf_home, tmp_path_factory.mktemp("tiny044"))
 
 
-@pytest.mark.parametrize("case", list(CASES))
-def test_chunk_and_queue_equal_lerobot_044(lerobot, hf_home, monkeypatch, case):
+@pytest.fixture(scope="module")
+def real_044(hf_home, tmp_path_factory):
+    return lerobot_references(python_044(), C.REAL_CASES, "real", hf_home, tmp_path_factory.mktemp("real044"))
+
+
+@pytest.mark.parametrize("case", list(C.TINY_CASES))
+def test_tiny_chunk_and_queue_equal_lerobot_044(tiny_044, hf_home, monkeypatch, case):
     monkeypatch.setenv("HF_HOME", str(hf_home))
-    ref = lerobot[case]
-    policy = vlaworld.load_policy(ref["dir"], numerics="lerobot-0.4")
-    # Each part runs in the dtype LeRobot built it in.
-    ours = {k: str(v.dtype).removeprefix("torch.") for k, v in policy.model.state_dict().items()}
-    assert ours == ref["meta"]["runtime_dtypes"]
-    batch, noise = lerobot["batch"], lerobot["noise"]
-    chunk = policy.predict_chunk(batch, noise=noise["chunk"])
-    torch.testing.assert_close(chunk, ref["out"]["chunk"], rtol=0, atol=1e-5)
-    policy.reset()
-    queue = [policy.act(batch, noise=noise[f"queue_{s // 3}"]) for s in range(QUEUE_STEPS)]
-    np.testing.assert_allclose(np.stack(queue), ref["out"]["queue"].numpy(), rtol=0, atol=1e-5)
+    check_against(tiny_044, case, "lerobot-0.4", atol=1e-5)  # observed: 0.0
 
 
-def test_fp32_vision_differs_between_profiles(lerobot, hf_home, monkeypatch):
+@pytest.mark.slow
+@pytest.mark.parametrize("case", list(C.REAL_CASES))
+def test_real_size_chunk_and_queue_equal_lerobot_044(real_044, hf_home, monkeypatch, case):
+    monkeypatch.setenv("HF_HOME", str(hf_home))
+    check_against(real_044, case, "lerobot-0.4", atol=1e-3)
+
+
+def test_fp32_vision_differs_between_profiles(tiny_044, hf_home, monkeypatch):
     """The lerobot-0.6 profile (transformers 5 ids) does not reproduce LeRobot 0.4.4 on an fp32 vision tower:
-    the ids matter, so the test above would fail if they regressed."""
+    the ids matter, so the tests above fail if they regress."""
     monkeypatch.setenv("HF_HOME", str(hf_home))
-    ref = lerobot["fp32"]
+    ref = tiny_044["fp32"]
     policy = vlaworld.load_policy(ref["dir"], numerics="lerobot-0.6")
-    chunk = policy.predict_chunk(lerobot["batch"], noise=lerobot["noise"]["chunk"])
+    chunk = policy.predict_chunk(tiny_044["batch"], noise=tiny_044["noise"]["chunk"])
     assert (chunk - ref["out"]["chunk"]).abs().max() > 1e-3
 
 
