@@ -96,6 +96,31 @@ def test_parity_with_transformers(hf_dir, m):
     assert z.dtype == torch.float32 and z.shape == (2, hf.config.hidden_size)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_follows_transformers(hf_dir, dtype):
+    """In half precision HF rotates by half-precision angles and pools in the model dtype; the plugin's
+    latents were made that way (fp16), so ours must do the same, not the more accurate float32 angles."""
+    hf, path = hf_dir
+    ours = load_vjepa2(path, repo_id="test/tiny-vjepa2", dtype=dtype)
+    half = _hf_model_copy(hf, dtype)
+    torch.manual_seed(3)
+    S = hf.config.crop_size
+    clip = torch.randn(2, 4, 3, S, S).to(dtype)
+    with torch.no_grad():
+        ref = half(pixel_values_videos=clip, skip_predictor=True).last_hidden_state
+        got = ours.forward_features(clip)
+        z = ours.encode(clip)
+    assert got.dtype == dtype
+    assert torch.equal(got, ref)
+    assert torch.equal(z, ref.mean(dim=1).float())
+
+
+def _hf_model_copy(hf: transformers.VJEPA2Model, dtype: torch.dtype) -> transformers.VJEPA2Model:
+    copy = transformers.VJEPA2Model(hf.config).eval()
+    copy.load_state_dict(hf.state_dict())
+    return copy.to(dtype)
+
+
 def test_file_holds_predictor_and_it_is_dropped(tiny_dir):
     _, path = tiny_dir
     keys = load_file(path / "model.safetensors").keys()

@@ -57,7 +57,7 @@ def load_policy(
     World policies: ``memory`` is the rollout mode (None: the checkpoint's ``world_memory_mode_rollout``),
     ``world_window`` forces the V-JEPA clip length m (refused when it contradicts the checkpoint unless
     ``allow_window_mismatch``), ``world_preprocess`` is ``default`` (as the training latents were made)
-    or ``legacy`` (the plugin's rollout path through the 512² SigLIP image).
+    or ``legacy`` (the plugin's rollout: frames through the checkpoint's SmolVLA resize, V-JEPA in float16).
     ``compile`` torch.compiles the hot stages; ``cuda_graphs`` (CUDA only) replays the whole denoising
     loop from one CUDA graph. Graphs are opt-in until tests/test_cuda.py has passed on a GPU since
     their last fix (the capture kept its time embeddings in freed memory; see README, Speed).
@@ -103,11 +103,13 @@ def load_policy(
         rollout = WorldRollout(
             mode=memory, window=resolve_window(cfg.world, world_window, allow_window_mismatch),
             context=cfg.world.context_frames, horizon=cfg.world.future_offset, latent_dim=cfg.world.world_latent_dim,
-            delta=cfg.world.delta_prediction, preprocess=world_preprocess,
+            delta=cfg.world.delta_prediction, preprocess=world_preprocess, smolvla_size=cfg.resize_imgs_with_padding,
         )
         encoder = None
         if rollout.mode in LATENT_MODES and model.model.world_inject.is_open():
-            encoder = load_vjepa2(world_encoder, cfg.world.world_vision_model_name, device=device, dtype=target)
+            # The plugin's rollout runs V-JEPA 2 in float16 on every device (VisionEncoder(dtype="float16")).
+            encoder_dtype = torch.float16 if world_preprocess == "legacy" else target
+            encoder = load_vjepa2(world_encoder, cfg.world.world_vision_model_name, device=device, dtype=encoder_dtype)
         world = WorldMemory(rollout, model.model.world_inject, getattr(model, "prophet", None), encoder)
     if compile:
         model.model.compile_stages()
@@ -123,7 +125,10 @@ def load_policy(
         device=str(device),
         dtype="lerobot" if target is None else _dtype_name(target),
         numerics=prof.name,
-        runtime_dtypes=runtime.as_dict(),
+        runtime_dtypes=runtime.as_dict() | (
+            {} if world is None or world.encoder is None
+            else {"world_encoder": _dtype_name(next(world.encoder.parameters()).dtype)}
+        ),
         compile=compile,
         cuda_graphs=cuda_graphs,
         stats_file=None if stats is None else str(stats),

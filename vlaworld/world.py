@@ -18,7 +18,7 @@ import torch
 
 from vlaworld.models.prophet import Prophet
 from vlaworld.models.vjepa2 import VJEPA2Encoder
-from vlaworld.models.world_config import MEMORY_MODES, WorldConfig
+from vlaworld.models.world_config import MEMORY_MODES, WORLD_PREPROCESS_MODES, WorldConfig
 from vlaworld.models.world_inject import GatedCrossAttention
 from vlaworld.world_preprocess import preprocess_clip
 
@@ -60,10 +60,13 @@ class WorldRollout:
     latent_dim: int  # D
     delta: bool
     preprocess: str = "default"
+    smolvla_size: tuple[int, int] | None = (512, 512)  # the checkpoint's resize_imgs_with_padding (legacy path)
 
     def __post_init__(self) -> None:
         if self.mode not in MEMORY_MODES:
             raise ValueError(f"memory mode {self.mode!r}: choose one of {MEMORY_MODES}")
+        if self.preprocess not in WORLD_PREPROCESS_MODES:
+            raise ValueError(f"world preprocessing {self.preprocess!r}: choose one of {WORLD_PREPROCESS_MODES}")
 
     @property
     def frames_needed(self) -> int:
@@ -110,7 +113,9 @@ class WorldMemory:
             raise ValueError("this policy has no V-JEPA 2 encoder loaded (its memory mode needs none)")
         param = next(self.encoder.parameters())
         x = torch.as_tensor(frames).to(param.device)
-        return preprocess_clip(x, mode=self.rollout.preprocess, size=self.encoder.config.crop_size).to(param.dtype)
+        r = self.rollout
+        return preprocess_clip(x, mode=r.preprocess, size=self.encoder.config.crop_size,
+                               smolvla_size=r.smolvla_size).to(param.dtype)
 
     def _encode(self, clips: torch.Tensor) -> torch.Tensor:
         """Normalised clips [N, m, 3, S, S] -> latents [N, D] float32, counted."""

@@ -15,10 +15,12 @@ and ImageNet mean/std normalisation in float32:
   used. m=1 latents (L259-267, ``_encode_vjepa_batch`` L172-200) follow the same recipe.
 
 ``legacy`` — the plugin's rollout path (``lerobot_policy_world_modality/modeling_smolvla_world.py``
-  L505-521): the first camera as SmolVLA's ``prepare_images`` made it (``resize_with_pad`` to 512²
-  with zero padding on the left/top, then ×2−1), mapped back with ``((x+1)*0.5).clamp(0,1)`` and then
-  through the same ``encode_temporal`` (512→256 bilinear, normalise). For 256² frames this is a
-  256→512→256 round trip, which does not give back the training distribution exactly.
+  L505-521): the first camera as SmolVLA's ``prepare_images`` made it (``resize_with_pad`` to the
+  checkpoint's ``resize_imgs_with_padding`` with zero padding on the left/top, none when that is null,
+  then ×2−1), mapped back with ``((x+1)*0.5).clamp(0,1)`` and then through the same ``encode_temporal``
+  (bilinear to 256, normalise). For 256² frames and a 512 checkpoint this is a 256→512→256 round trip,
+  which does not give back the training distribution exactly. The plugin runs the encoder in float16
+  on every device (``VisionEncoder(..., dtype="float16")``); ``vlaworld.load`` does the same in this mode.
 
 The plugin guessed the value range from ``max() > 1``; here the dtype decides (uint8 means 0..255),
 which is the same on every real frame and needs no host sync.
@@ -32,14 +34,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from vlaworld.models.world_config import WORLD_PREPROCESS_MODES
 from vlaworld.processing import resize_with_pad
 
 WorldPreprocess = Literal["default", "legacy"]
-WORLD_PREPROCESS_MODES: tuple[str, ...] = ("default", "legacy")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # VJEPA2VideoProcessor image_mean (IMAGENET_DEFAULT_MEAN)
 IMAGENET_STD = (0.229, 0.224, 0.225)  # VJEPA2VideoProcessor image_std
 ENCODER_SIZE = 256  # vision.py encode_temporal resizes to 256² (the ViT-g crop_size)
-SMOLVLA_SIZE = (512, 512)  # SmolVLA resize_imgs_with_padding, what the legacy path goes through
+SMOLVLA_SIZE = (512, 512)  # SmolVLA's default resize_imgs_with_padding (width, height)
 
 
 def clip_to_float(frames: torch.Tensor | np.ndarray) -> torch.Tensor:
@@ -62,16 +64,21 @@ def preprocess_clip(
     frames: torch.Tensor | np.ndarray,
     mode: WorldPreprocess = "default",
     size: int = ENCODER_SIZE,
-    smolvla_size: tuple[int, int] = SMOLVLA_SIZE,
+    smolvla_size: tuple[int, int] | None = SMOLVLA_SIZE,
 ) -> torch.Tensor:
-    """Frames of one clip per row -> normalised encoder input float32 [B, m, 3, size, size]."""
+    """Frames of one clip per row -> normalised encoder input float32 [B, m, 3, size, size].
+
+    ``smolvla_size`` is the checkpoint's ``resize_imgs_with_padding`` (legacy mode only; None: no resize).
+    """
     if mode not in WORLD_PREPROCESS_MODES:
         raise ValueError(f"unknown world preprocessing {mode!r}; choose one of {', '.join(WORLD_PREPROCESS_MODES)}")
     x = clip_to_float(frames)
     B, m = x.shape[:2]
     x = x.flatten(0, 1)  # (B*m, 3, H, W)
     if mode == "legacy":
-        x = resize_with_pad(x, *smolvla_size, pad_value=0.0) * 2.0 - 1.0  # SigLIP input, [-1, 1]
+        if smolvla_size is not None:
+            x = resize_with_pad(x, *smolvla_size, pad_value=0.0)
+        x = x * 2.0 - 1.0  # SigLIP input, [-1, 1]
         x = ((x + 1.0) * 0.5).clamp(0.0, 1.0)  # plugin: back to [0, 1]
     if x.shape[-2:] != (size, size):  # at the size already, this bilinear resize is an exact identity
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)  # (B*m, 3, size, size)

@@ -16,6 +16,7 @@ Commands:
   position_ids    transformers' SmolVLMVisionEmbeddings position ids per side and pixel dtype
   axis_angle      LiberoProcessorStep._quat2axisangle on a batch of quaternions
   rollout         lerobot-eval's rollout() on LIBERO with per-chunk seeded noise
+  plugin_chunk    the world plugin's first chunk (plugin.py on top of LeRobot's SmolVLA, HF V-JEPA 2 fp16)
 """
 
 from __future__ import annotations
@@ -168,7 +169,70 @@ def axis_angle(req: dict) -> dict:
     return {}
 
 
-COMMANDS = {"save_policy": save_policy, "predict": predict, "position_ids": position_ids, "axis_angle": axis_angle}
+def plugin_chunk(req: dict) -> dict:
+    """The research plugin's first chunk of an episode: LeRobot's SmolVLA, the plugin's world parts (plugin.py)
+    and transformers' VJEPA2Model in float16 with SDPA, as ``_build_world_memory_rollout`` loads it."""
+    import dataclasses
+    import tempfile
+
+    from lerobot.configs.policies import PreTrainedConfig
+    from lerobot.policies.factory import make_pre_post_processors
+    from lerobot.policies.smolvla.configuration_smolvla import SmolVLAConfig
+    from lerobot.policies.smolvla.modeling_smolvla import SmolVLAPolicy
+    from transformers import VJEPA2Model
+
+    import plugin
+
+    ckpt = Path(req["dir"])
+    raw = json.loads((ckpt / "config.json").read_text())
+    smolvla_fields = {f.name for f in dataclasses.fields(SmolVLAConfig)}
+    world = {k: v for k, v in raw.items() if k not in smolvla_fields and k != "type"}
+    with tempfile.TemporaryDirectory() as tmp:  # the SmolVLA part as a plain smolvla config.json
+        cfg_json = {k: v for k, v in raw.items() if k in smolvla_fields or k == "type"} | {"type": "smolvla"}
+        (Path(tmp) / "config.json").write_text(json.dumps(cfg_json))
+        cfg = PreTrainedConfig.from_pretrained(tmp)
+    cfg.device = "cpu"
+    policy = SmolVLAPolicy(cfg).eval()
+    tensors = load_file(ckpt / "model.safetensors")
+    policy.load_state_dict({k: v for k, v in tensors.items() if k.startswith("model.")
+                            and not k.startswith("model.world_inject.")}, strict=True)
+    d = int(world["world_latent_dim"])
+    prophet = plugin.Prophet(d, d, int(world["future_offset"]), int(world.get("prophet_layers", 2)),
+                             int(world.get("prophet_heads", 8))).eval()
+    prophet.load_state_dict({k.removeprefix("prophet."): v for k, v in tensors.items() if k.startswith("prophet.")})
+    inject = plugin.GatedCrossAttention(policy.model.vlm_with_expert.expert_hidden_size,
+                                        int(world.get("world_inject_num_heads", 8)), d,
+                                        track_stats=bool(world.get("log_attn_stats", True))).eval()
+    inject.load_state_dict({k.removeprefix("model.world_inject."): v for k, v in tensors.items()
+                            if k.startswith("model.world_inject.")})
+    backbone = VJEPA2Model.from_pretrained(req["world_encoder"], torch_dtype=torch.float16,
+                                           attn_implementation="sdpa").eval()
+    # The plugin's saved preprocessor holds a step LeRobot cannot rebuild (it evaluates with the init
+    # policy's processors): LeRobot's own SmolVLA processors with this checkpoint's stats instead.
+    steps = json.loads((ckpt / "policy_preprocessor.json").read_text())["steps"]
+    state_file = next(s["state_file"] for s in steps if s.get("registry_name") == "normalizer_processor")
+    flat = load_file(ckpt / state_file)
+    stats: dict = {}
+    for key, value in flat.items():
+        feature, stat = key.rsplit(".", 1)
+        stats.setdefault(feature, {})[stat] = value
+    pre, post = make_pre_post_processors(cfg, dataset_stats=stats)
+    inputs = load_file(req["inputs"])
+    noise = load_file(req["noise"])["chunk"]
+    with torch.inference_mode():
+        batch = pre(_observation(inputs, req["tasks"]))
+        images, _ = policy.prepare_images(batch)
+        memory = plugin.first_memory(images[0], backbone, prophet, world)
+        policy.model.action_out_proj = plugin.InjectThenProject(policy.model.action_out_proj, inject, memory)
+        chunk = post(policy.predict_action_chunk(batch, noise=noise))
+    save_file({"chunk": chunk.contiguous(), "memory": memory.contiguous()}, req["out"])
+    return {"window": plugin.rollout_window(world), "gate": float(torch.tanh(inject.gate))}
+
+
+COMMANDS = {
+    "save_policy": save_policy, "predict": predict, "position_ids": position_ids, "axis_angle": axis_angle,
+    "plugin_chunk": plugin_chunk,
+}
 
 
 def run(req: dict) -> None:
@@ -185,7 +249,7 @@ def run(req: dict) -> None:
 def main() -> None:
     req = json.loads(Path(sys.argv[1]).read_text())
     requests = req["requests"] if req["command"] == "batch" else [req]
-    if any(r["command"] in ("save_policy", "predict", "rollout") for r in requests):
+    if any(r["command"] in ("save_policy", "predict", "rollout", "plugin_chunk") for r in requests):
         _patch_processor()
     for r in requests:
         run(r)

@@ -34,7 +34,8 @@ SEED_BASE = 1000
 N_INIT_STATES = 50
 
 # Rendering: 256x256 in LeRobot 0.4.x/0.5.x (the config's 360 is never passed, §1.1); the dataset
-# HuggingFaceVLA/libero is 256x256 too.
+# HuggingFaceVLA/libero is 256x256 too. LeRobot >= 0.6.0 passes observation_height/width=360
+# (envs/configs.py LiberoEnv.gym_kwargs @v0.6.1), so its policies see 360x360 frames.
 IMAGE_SIZE = 256
 # robosuite camera -> LeRobot feature name (LiberoEnv camera_name_mapping, libero.py L136-141).
 CAMERAS: dict[str, str] = {
@@ -67,9 +68,15 @@ LEROBOT_PRIOR_MODEL_LOADS = 2
 # Init protocols. "lerobot-0.4.4": reset, then set_init_state (LeRobot >= 0.4.3, openpi, LIBERO).
 # "lerobot-0.4.2": set_init_state, then the hard reset, which discards it (libero_conventions §0.1).
 # "fresh-env": the 0.4.4 order on a freshly built env reset once (no LeRobot warm-up reset).
-INIT_PROTOCOLS: tuple[str, ...] = ("lerobot-0.4.4", "lerobot-0.4.2", "fresh-env")
+# "lerobot-0.6.1": LeRobot 0.6.1's env: the 0.4.4 order at 360x360. Its env is built lazily on the first
+# reset (construction + reset, then the episode's reset: the same two prior loads), it still hard-resets
+# by default (LiberoEnv.hard_reset=True; the soft reset of lerobot#4272 is opt-in), and its step() no
+# longer resets on termination (#4273), which only changes which init state LeRobot's next episode of
+# a sub-env gets, not an episode defined by its index as here.
+INIT_PROTOCOLS: tuple[str, ...] = ("lerobot-0.4.4", "lerobot-0.4.2", "fresh-env", "lerobot-0.6.1")
 PRIOR_MODEL_LOADS = {"lerobot-0.4.4": LEROBOT_PRIOR_MODEL_LOADS, "lerobot-0.4.2": LEROBOT_PRIOR_MODEL_LOADS,
-                     "fresh-env": 1}
+                     "fresh-env": 1, "lerobot-0.6.1": LEROBOT_PRIOR_MODEL_LOADS}
+IMAGE_SIZES = {"lerobot-0.4.4": IMAGE_SIZE, "lerobot-0.4.2": IMAGE_SIZE, "fresh-env": IMAGE_SIZE, "lerobot-0.6.1": 360}
 DEFAULT_INIT_PROTOCOL = "lerobot-0.4.4"
 
 # Simulator stack the checkpoints were evaluated on (SPEC §7, reference/libero_packaging_check.md).

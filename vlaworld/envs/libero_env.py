@@ -42,7 +42,7 @@ from vlaworld.envs.constants import (
     CONTROL_FREQ_HZ,
     DEFAULT_INIT_PROTOCOL,
     DUMMY_ACTION,
-    IMAGE_SIZE,
+    IMAGE_SIZES,
     INIT_PROTOCOLS,
     PRIOR_MODEL_LOADS,
     MAX_STEPS,
@@ -97,7 +97,7 @@ class LiberoEnvConfig:
     task_id: int
     init_protocol: str = DEFAULT_INIT_PROTOCOL
     max_steps: int | None = None
-    image_size: int = IMAGE_SIZE
+    image_size: int | None = None  # None: the protocol's (256, or 360 for lerobot-0.6.1)
     cameras: bool = True  # initial render setting, see LiberoEnv.set_render
     privileged_info: bool = False  # add info["privileged"] (simulator state for scripted experts)
 
@@ -107,6 +107,8 @@ class LiberoEnvConfig:
             raise ValueError(f"init_protocol {self.init_protocol!r} unknown; expected one of {INIT_PROTOCOLS}")
         if self.max_steps is None:
             object.__setattr__(self, "max_steps", MAX_STEPS[self.suite])
+        if self.image_size is None:
+            object.__setattr__(self, "image_size", IMAGE_SIZES[self.init_protocol])
         if not 0 < self.max_steps <= ROBOSUITE_HORIZON - SETTLE_STEPS:
             raise ValueError(
                 f"max_steps={self.max_steps} must be in 1..{ROBOSUITE_HORIZON - SETTLE_STEPS} "
@@ -376,7 +378,7 @@ def make(
     *,
     init_protocol: str = DEFAULT_INIT_PROTOCOL,
     max_steps: int | None = None,
-    image_size: int = IMAGE_SIZE,
+    image_size: int | None = None,
     cameras: bool = True,
     privileged_info: bool = False,
     render_mode: str | None = None,

@@ -9,7 +9,7 @@ from importlib import metadata
 from vlaworld.envs.constants import (
     DEFAULT_INIT_PROTOCOL,
     DUMMY_ACTION,
-    IMAGE_SIZE,
+    IMAGE_SIZES,
     PRIOR_MODEL_LOADS,
     MAX_STEPS,
     N_INIT_STATES,
@@ -72,7 +72,7 @@ def episode_recipe(init_protocol: str = DEFAULT_INIT_PROTOCOL) -> dict[str, obje
         "settle_action": DUMMY_ACTION.tolist(),
         "max_steps": dict(MAX_STEPS),
         "success": "env.check_success() after a policy step terminates the episode",
-        "image_size": IMAGE_SIZE,
+        "image_size": IMAGE_SIZES[init_protocol],
         "image_orientation": "raw[::-1, ::-1] (180 deg, dataset orientation)",
         "state": "eef_pos | quat2axisangle(eef_quat) | gripper_qpos (float32, 8)",
         "task_text": "benchmark task.language",

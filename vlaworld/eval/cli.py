@@ -49,7 +49,8 @@ from vlaworld.eval.scheduler import (
     SchedulerConfig,
     WorkersBroken,
 )
-from vlaworld.models.world_config import MEMORY_MODES
+from vlaworld.models.world_config import MEMORY_MODES, WORLD_PREPROCESS_MODES
+from vlaworld.numerics import DEFAULT_PROFILE, PROFILES
 
 DTYPES = ("float32", "bfloat16", "float16")
 # Fields of run.json's config that may change between invocations without changing any outcome.
@@ -76,7 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "ranks of a node under torchrun)")
     ap.add_argument("--out", required=True, help="run directory (re-run the same command to resume)")
     ap.add_argument("--device", default="auto", help="torch device for the policy: auto, cpu, cuda, cuda:1, ...")
-    ap.add_argument("--dtype", choices=DTYPES, help="cast the policy (default: dtypes as stored)")
+    ap.add_argument("--numerics", choices=PROFILES, help="the LeRobot generation whose actions to reproduce: "
+                    "lerobot-0.4 (LeRobot 0.4.x, transformers 4.57; the default) or lerobot-0.6 (LeRobot >= 0.5, "
+                    "transformers 5); they differ when the vision tower runs in float32")
+    ap.add_argument("--dtype", choices=DTYPES, help="cast the whole policy (default: each part in the dtype "
+                    "LeRobot runs it in)")
     ap.add_argument("--compile", action="store_true", help="torch.compile the hot steps")
     ap.add_argument("--cuda-graphs", action="store_true",
                     help="replay the denoising loop from one CUDA graph (CUDA only; opt-in, see README, Speed)")
@@ -91,10 +96,14 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--seed", type=int, default=0, help="mixed into every episode's noise generator")
     ap.add_argument("--vlm", help="local SmolVLM directory (config + tokenizer), else the offline HF cache")
     ap.add_argument("--world-encoder", help="local V-JEPA 2 directory, else the offline HF cache")
+    ap.add_argument("--world-preprocess", choices=WORLD_PREPROCESS_MODES, help="V-JEPA input: 'default' (as the "
+                    "training latents were made) or 'legacy' (the research plugin's rollout: through SmolVLA's "
+                    "resize, encoder in float16)")
     ap.add_argument("--stats", help="normalisation stats file replacing the checkpoint's")
     ap.add_argument("--init-protocol", default=DEFAULT_INIT_PROTOCOL, choices=INIT_PROTOCOLS,
                     help="episode recipe: LeRobot >= 0.4.4 (default), lerobot-0.4.2 (init state discarded, to "
-                         "compare with old numbers), fresh-env (the plain recipe without LeRobot's warm-up reset)")
+                         "compare with old numbers), fresh-env (the plain recipe without LeRobot's warm-up reset), "
+                         "lerobot-0.6.1 (LeRobot 0.6.1's env: 360x360 cameras)")
     ap.add_argument("--label", help="display name in reports (default: the run directory's name)")
     ap.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                     help="progress bar (default: only on a terminal)")
@@ -150,6 +159,7 @@ def build_policy(args: argparse.Namespace) -> tuple[ChunkPolicy, dict[str, Any],
         for flag, value in (("--memory", args.memory), ("--n-action-steps", args.n_action_steps),
                             ("--dtype", args.dtype), ("--vlm", args.vlm), ("--stats", args.stats),
                             ("--world-encoder", args.world_encoder), ("--compile", args.compile or None),
+                            ("--numerics", args.numerics), ("--world-preprocess", args.world_preprocess),
                             ("--cuda-graphs", args.cuda_graphs or None)):
             if value is not None:
                 raise ValueError(f"{flag} applies to neural policies; drop it with --policy scripted")
@@ -169,12 +179,14 @@ def build_policy(args: argparse.Namespace) -> tuple[ChunkPolicy, dict[str, Any],
     device = _device(args.device)
     policy = vlaworld.load_policy(ckpt, device=device, dtype=args.dtype, memory=args.memory,
                                   n_action_steps=args.n_action_steps, compile=args.compile, vlm=vlm,
-                                  world_encoder=world, stats=args.stats, cuda_graphs=args.cuda_graphs)
+                                  world_encoder=world, stats=args.stats, cuda_graphs=args.cuda_graphs,
+                                  numerics=args.numerics or DEFAULT_PROFILE,
+                                  world_preprocess=args.world_preprocess or "default")
     cfg = policy.config
     fields = {
         "policy": kind, "ckpt": str(Path(ckpt).resolve()), "memory": getattr(cfg, "memory", None),
         "n_action_steps": int(cfg.n_action_steps), "device": device, "dtype": args.dtype,
-        "compile": args.compile,
+        "numerics": cfg.numerics, "compile": args.compile,
         "policy_config": json.loads(json.dumps(dataclasses.asdict(cfg), default=str)),
     }
     return NeuralChunkPolicy(policy, seed=args.seed), fields, checkpoint_hash(ckpt)

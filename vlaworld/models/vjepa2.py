@@ -11,9 +11,11 @@ facebookresearch/vjepa2, including the quirks pretrained weights depend on:
   *interleaved* (x[2i] pairs with x[2i+1]): the original repo's acknowledged "subtle bug";
 - pre-norm blocks, exact-erf GELU MLP, final LayerNorm; ``encode`` averages every post-LN token.
 
-RoPE angles are always computed and applied in float32, whatever the model dtype. Hugging Face builds
-them in the activation dtype (so a bf16/fp16 model rotates by bf16/fp16 angles, up to ~1e-2 rad off at
-position 15): in float32 the two agree to 1e-5; in half precision ours is the more accurate one.
+RoPE angles are computed and applied in the activations' dtype, and the pooled latent is averaged in it,
+as transformers' ``VJEPA2Model`` does (``rotate_queries_or_keys`` @4.57.6): a bf16/fp16 model rotates by
+bf16/fp16 angles (up to ~1e-2 rad off at position 15). That is what the checkpoints saw: the research
+plugin made its training latents and its rollout latents with the HF model in float16. In float32
+nothing changes.
 
 Module names equal the Hugging Face safetensors keys (``encoder.layer.{i}.attention.query`` ...), so
 the key map is the identity. There are no buffers: build on the meta device, then ``load_vjepa2``
@@ -38,7 +40,7 @@ from vlaworld.hub import ModelFilesNotFound, find_model_dir
 from vlaworld.statedict import load_strict
 
 DEFAULT_REPO = "facebook/vjepa2-vitg-fpc64-256"  # the plugin's world_vision_model_name
-ROPE_THETA = 10000.0  # hard-coded in the original repo and in transformers
+ROPE_THETA = 10000  # hard-coded in the original repo and in transformers (an int literal there)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -126,8 +128,9 @@ class VJEPA2Encoder(nn.Module):
         return self.encoder(clip)
 
     def encode(self, clip: torch.Tensor) -> torch.Tensor:
-        """Mean over all tokens (time and space) in float32, as the plugin pooled its latents."""
-        return self.forward_features(clip).float().mean(dim=1)  # (B, hidden)
+        """Mean over all tokens (time and space) in the model dtype, as the plugin pooled its latents
+        (``last_hidden_state.mean(dim=1)``), returned as float32."""
+        return self.forward_features(clip).mean(dim=1).float()  # (B, hidden)
 
     def forward(self, clip: torch.Tensor) -> torch.Tensor:
         return self.encode(clip)
@@ -150,7 +153,7 @@ class Backbone(nn.Module):
 
     def forward(self, clip: torch.Tensor) -> torch.Tensor:
         x = self.embeddings(clip)  # (B, N, D)
-        cos, sin = rope_tables(self.config, x.shape[1], x.device)  # (N, head_dim) float32
+        cos, sin = rope_tables(self.config, x.shape[1], x.device, x.dtype)  # (N, head_dim) in x's dtype
         for block in self.layer:
             x = block(x, cos, sin)
         return self.layernorm(x)
@@ -231,19 +234,24 @@ class MLP(nn.Module):
         return self.fc2(F.gelu(self.fc1(x)))  # exact erf GELU ("gelu" in HF)
 
 
-def rope_tables(config: VJEPA2Config, n_tokens: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """float32 cos/sin [N, head_dim] of the 3D RoPE, laid out per head as [t | h | w | unrotated].
+def rope_tables(
+    config: VJEPA2Config, n_tokens: int, device: torch.device, dtype: torch.dtype = torch.float32
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin [N, head_dim] of the 3D RoPE in ``dtype``, laid out per head as [t | h | w | unrotated].
 
     Token i sits at tubelet i // grid², row (i % grid²) // grid, column i % grid. Each axis chunk uses
-    ``omega_k = theta**(-k / (rope_dim/2))`` tiled twice ([f0..f9, f0..f9], the original's layout).
-    The unrotated tail gets cos 1, sin 0, so one rotation over the whole head leaves it exact.
+    ``omega_k = 10000**(-k / (rope_dim/2))`` tiled twice ([f0..f9, f0..f9], the original's layout), with
+    transformers' operations in ``dtype`` (``rotate_queries_or_keys``: omega, the integer position times
+    omega, sin and cos). The unrotated tail gets cos 1, sin 0, so one rotation over the whole head leaves
+    it exact.
     """
     g, r = config.grid, config.rope_dim
     ids = torch.arange(n_tokens, device=device)
-    pos = torch.stack([ids // (g * g), (ids % (g * g)) // g, ids % g], dim=-1).float()  # (N, 3)
-    omega = torch.arange(r // 2, dtype=torch.float32, device=device) / (r / 2.0)
+    pos = torch.stack([ids // (g * g), (ids % (g * g)) // g, ids % g], dim=-1)  # (N, 3) int64
+    omega = torch.arange(r // 2, dtype=dtype, device=device)
+    omega /= r / 2.0
     omega = 1.0 / ROPE_THETA**omega  # (r/2,)
-    freq = pos[:, :, None] * omega  # (N, 3, r/2)
+    freq = pos[:, :, None] * omega  # (N, 3, r/2) in dtype
     freq = freq.repeat(1, 1, 2).flatten(1)  # (N, 3r) tiled within each axis chunk
     tail = config.head_dim - 3 * r
     cos = F.pad(freq.cos(), (0, tail), value=1.0)  # (N, head_dim)
@@ -252,11 +260,10 @@ def rope_tables(config: VJEPA2Config, n_tokens: int, device: torch.device) -> tu
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x*cos + partner(x)*sin with the interleaved partner (-x[2i+1], x[2i]), in float32."""
-    xf = x.float()
-    x1, x2 = xf.unflatten(-1, (-1, 2)).unbind(-1)  # (..., hd/2) each
+    """(x * cos) + (partner(x) * sin) with the interleaved partner (-x[2i+1], x[2i]), in x's dtype as HF."""
+    x1, x2 = x.unflatten(-1, (-1, 2)).unbind(-1)  # (..., hd/2) each
     partner = torch.stack((-x2, x1), dim=-1).flatten(-2)  # (..., hd)
-    return (xf * cos + partner * sin).to(x.dtype)
+    return (x * cos) + (partner * sin)
 
 
 # ---------------------------------------------------------------------------------------------------
