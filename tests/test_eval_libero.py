@@ -62,9 +62,11 @@ def test_tiny_checkpoint_full_path_and_resume(tmp_path: Path) -> None:
     assert all(r.extra["rendered_steps"] == 3 for r in records)
     run = json.loads((out / "run.json").read_text())
     assert run["config"]["n_action_steps"] == 2 and len(run["checkpoint_hash"]) == 64
+    assert run["config"]["numerics"] == "lerobot-0.4" and run["config"]["policy_config"]["runtime_dtypes"]
     assert main(argv) == 0  # resume: nothing left to run, same records
     assert read_episodes(out).records == records
     assert main([*argv[:-2], "--seed", "1", "--out", str(out)]) == 2  # changed config refused
+    assert main([*argv[:-2], "--numerics", "lerobot-0.6", "--out", str(out)]) == 2  # other numbers: refused too
 
 
 def test_demo_policy_world_path(tmp_path: Path) -> None:

@@ -16,7 +16,8 @@ def test_cuda_graphs_are_opt_in_and_need_cuda(tmp_path):
         vlaworld.load_policy(ckpt, vlm=vlm, dtype="float32", cuda_graphs=True)
 
 
-@pytest.mark.parametrize("flags", [["--cuda-graphs"], ["--compile"], ["--memory", "pred"]])
+@pytest.mark.parametrize("flags", [["--cuda-graphs"], ["--compile"], ["--memory", "pred"], ["--numerics", "lerobot-0.6"],
+                                   ["--world-preprocess", "legacy"]])
 def test_scripted_policy_refuses_neural_flags(tmp_path, capsys, flags):
     assert main(["--policy", "scripted", "--suite", "libero_spatial", "--out", str(tmp_path / "run"), *flags]) == 2
     assert f"{flags[0]} applies to neural policies" in capsys.readouterr().err

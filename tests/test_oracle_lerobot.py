@@ -7,8 +7,6 @@ processors); LeRobot's ``predict_action_chunk`` and ``select_action`` make the r
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -22,34 +20,6 @@ from vlaworld.models.siglip import transformers_457_position_ids
 pytestmark = pytest.mark.oracle
 
 
-def lerobot_references(python: Path, cases: dict[str, dict], kind: str, hf_home: Path, root: Path) -> dict:
-    """Per case: the checkpoint LeRobot wrote, its runtime dtypes and outputs for ``cases.inputs(kind)``."""
-    batch, noise, tasks = C.inputs(kind)
-    saves = [Request("save_policy", {"dir": str(root / name), "config": cfg, "seed": C.WEIGHT_SEED, "stats": C.stats()})
-             for name, cfg in cases.items()]
-    predicts = [Request("predict", {"dir": str(root / name), "tasks": tasks, "queue_steps": C.QUEUE_STEPS[kind]},
-                        {"inputs": C.oracle_tensors(batch), "noise": noise}) for name in cases]
-    results = run(python, saves + predicts, hf_home=hf_home)
-    n = len(cases)
-    return {name: {"dir": root / name, "meta": results[n + i][0], "out": results[n + i][1]}
-            for i, name in enumerate(cases)} | {"batch": batch, "noise": noise}
-
-
-def check_against(reference: dict, case: str, numerics: str, atol: float) -> None:
-    """vlaworld's chunk and act() queue on the reference's checkpoint and inputs, within ``atol``."""
-    ref = reference[case]
-    policy = vlaworld.load_policy(ref["dir"], numerics=numerics)
-    ours = {k: str(v.dtype).removeprefix("torch.") for k, v in policy.model.state_dict().items()}
-    assert ours == ref["meta"]["runtime_dtypes"]  # each part runs in the dtype LeRobot built it in
-    batch, noise = reference["batch"], reference["noise"]
-    chunk = policy.predict_chunk(batch, noise=noise["chunk"])
-    torch.testing.assert_close(chunk, ref["out"]["chunk"], rtol=0, atol=atol)
-    policy.reset()
-    n = policy.config.n_action_steps
-    queue = [policy.act(batch, noise=noise[f"queue_{s // n}"]) for s in range(len(ref["out"]["queue"]))]
-    np.testing.assert_allclose(np.stack(queue), ref["out"]["queue"].numpy(), rtol=0, atol=atol)
-
-
 @pytest.fixture(scope="module")
 def hf_home(tmp_path_factory):
     return C.write_vlms(tmp_path_factory.mktemp("hf"), tmp_path_factory.mktemp("vlms"), real=True)
@@ -57,25 +27,25 @@ def hf_home(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tiny_044(hf_home, tmp_path_factory):
-    return lerobot_references(python_044(), C.TINY_CASES, "tiny", hf_home, tmp_path_factory.mktemp("tiny044"))
+    return C.references(python_044(), C.TINY_CASES, "tiny", hf_home, tmp_path_factory.mktemp("tiny044"))
 
 
 @pytest.fixture(scope="module")
 def real_044(hf_home, tmp_path_factory):
-    return lerobot_references(python_044(), C.REAL_CASES, "real", hf_home, tmp_path_factory.mktemp("real044"))
+    return C.references(python_044(), C.REAL_CASES, "real", hf_home, tmp_path_factory.mktemp("real044"))
 
 
 @pytest.mark.parametrize("case", list(C.TINY_CASES))
 def test_tiny_chunk_and_queue_equal_lerobot_044(tiny_044, hf_home, monkeypatch, case):
     monkeypatch.setenv("HF_HOME", str(hf_home))
-    check_against(tiny_044, case, "lerobot-0.4", atol=1e-5)  # observed: 0.0
+    C.check_against(tiny_044, case, "lerobot-0.4", atol=1e-5)  # observed: 0.0
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case", list(C.REAL_CASES))
 def test_real_size_chunk_and_queue_equal_lerobot_044(real_044, hf_home, monkeypatch, case):
     monkeypatch.setenv("HF_HOME", str(hf_home))
-    check_against(real_044, case, "lerobot-0.4", atol=1e-3)
+    C.check_against(real_044, case, "lerobot-0.4", atol=1e-3)
 
 
 def test_fp32_vision_differs_between_profiles(tiny_044, hf_home, monkeypatch):

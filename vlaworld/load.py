@@ -204,7 +204,7 @@ def _set_position_ids(model: SmolVLAModel, prof: NumericsProfile, where: Path) -
             log.warning(
                 "%s: its vision tower runs in %s, where LeRobot 0.4.x (transformers 4.55-4.57) and LeRobot >= 0.5 "
                 "(transformers 5) use different patch position ids, so the two give different actions. Running "
-                "numerics=%r (%s); if this checkpoint is evaluated with LeRobot %s, pass numerics=%r "
+                "numerics=%r (LeRobot %s); if this checkpoint is evaluated with LeRobot %s, pass numerics=%r "
                 "(--numerics %s).", where, str(dtype).removeprefix("torch."), prof.name, prof.lerobot,
                 PROFILE_TABLE[other].lerobot, other, other,
             )

@@ -90,7 +90,7 @@ PROFILE_TABLE: dict[str, NumericsProfile] = {
         name="lerobot-0.4", lerobot="0.4.x", transformers="4.57", shifted_fp32_position_ids=True
     ),
     "lerobot-0.6": NumericsProfile(
-        name="lerobot-0.6", lerobot=">=0.5 (0.6.x)", transformers="5.x", shifted_fp32_position_ids=False
+        name="lerobot-0.6", lerobot=">= 0.5", transformers="5.x", shifted_fp32_position_ids=False
     ),
 }
 

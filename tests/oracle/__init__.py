@@ -68,11 +68,18 @@ class Request:
 
 
 def run(
-    python: Path, requests: list[Request], *, hf_home: Path | None = None, extra_env: dict[str, str] | None = None
+    python: Path,
+    requests: list[Request],
+    *,
+    hf_home: Path | None = None,
+    extra_env: dict[str, str] | None = None,
+    torchvision_stub: bool = True,
 ) -> list[tuple[dict, dict[str, torch.Tensor]]]:
     """Run harness commands in one oracle process (LeRobot's imports take ~10 s, paid once).
 
-    Returns, per request, its JSON response and the tensors it wrote to its ``out`` file (if any).
+    ``torchvision_stub``: put the import-only torchvision first on the path (the 0.4.4 environment has no
+    torchvision; an environment with a working one passes False). Returns, per request, its JSON
+    response and the tensors it wrote to its ``out`` file (if any).
     """
     with tempfile.TemporaryDirectory(prefix="oracle-") as tmp:
         work = Path(tmp)
@@ -89,7 +96,7 @@ def run(
         (work / "request.json").write_text(json.dumps({"command": "batch", "requests": batch}))
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
         env |= {
-            "PYTHONPATH": f"{HERE / 'shim'}{os.pathsep}{HERE}",
+            "PYTHONPATH": f"{HERE / 'shim'}{os.pathsep}{HERE}" if torchvision_stub else str(HERE),
             "HF_HUB_OFFLINE": "1",
             "TRANSFORMERS_OFFLINE": "1",
             "TOKENIZERS_PARALLELISM": "false",

@@ -18,8 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import vlaworld
+
 from tests import lerobot_layout as layout
-from tests.oracle import write_hf_cache
+from tests.oracle import Request, run, write_hf_cache
 from tests.tiny_checkpoint import IMAGE, VLM_REPO, libero_batch, write_tiny_vlm
 
 VLM_BF16_TEXT = "tiny-org/TinySmolVLM-bf16-text"
@@ -101,3 +103,32 @@ def inputs(kind: str) -> tuple[dict, dict[str, torch.Tensor], list[str]]:
 
 def oracle_tensors(batch: dict) -> dict[str, torch.Tensor]:
     return {k: torch.as_tensor(np.asarray(v)) for k, v in batch.items() if k != "task"}
+
+
+def references(python: Path, cases: dict[str, dict], kind: str, hf_home: Path, root: Path, **run_kwargs) -> dict:
+    """Per case: the checkpoint LeRobot wrote under ``root``, its runtime dtypes and weight digest, and its
+    outputs for ``inputs(kind)``; plus the batch and noise given."""
+    batch, noise, tasks = inputs(kind)
+    saves = [Request("save_policy", {"dir": str(root / name), "config": cfg, "seed": WEIGHT_SEED, "stats": stats()})
+             for name, cfg in cases.items()]
+    predicts = [Request("predict", {"dir": str(root / name), "tasks": tasks, "queue_steps": QUEUE_STEPS[kind]},
+                        {"inputs": oracle_tensors(batch), "noise": noise}) for name in cases]
+    results = run(python, saves + predicts, hf_home=hf_home, **run_kwargs)
+    n = len(cases)
+    return {name: {"dir": root / name, "saved": results[i][0], "meta": results[n + i][0], "out": results[n + i][1]}
+            for i, name in enumerate(cases)} | {"batch": batch, "noise": noise}
+
+
+def check_against(reference: dict, case: str, numerics: str, atol: float) -> None:
+    """vlaworld's chunk and act() queue on the reference's checkpoint and inputs, within ``atol``."""
+    ref = reference[case]
+    policy = vlaworld.load_policy(ref["dir"], numerics=numerics)
+    ours = {k: str(v.dtype).removeprefix("torch.") for k, v in policy.model.state_dict().items()}
+    assert ours == ref["meta"]["runtime_dtypes"]  # each part runs in the dtype LeRobot built it in
+    batch, noise = reference["batch"], reference["noise"]
+    chunk = policy.predict_chunk(batch, noise=noise["chunk"])
+    torch.testing.assert_close(chunk, ref["out"]["chunk"], rtol=0, atol=atol)
+    policy.reset()
+    n = policy.config.n_action_steps
+    queue = [policy.act(batch, noise=noise[f"queue_{s // n}"]) for s in range(len(ref["out"]["queue"]))]
+    np.testing.assert_allclose(np.stack(queue), ref["out"]["queue"].numpy(), rtol=0, atol=atol)

@@ -16,6 +16,7 @@ Commands:
   position_ids    transformers' SmolVLMVisionEmbeddings position ids per side and pixel dtype
   axis_angle      LiberoProcessorStep._quat2axisangle on a batch of quaternions
   rollout         lerobot-eval's rollout() on LIBERO with per-chunk seeded noise
+  env_reference   LeRobot's LIBERO env under its defaults: states and frame hashes for fixed actions
   plugin_chunk    the world plugin's first chunk (plugin.py on top of LeRobot's SmolVLA, HF V-JEPA 2 fp16)
 """
 
@@ -237,10 +238,10 @@ COMMANDS = {
 
 def run(req: dict) -> None:
     torch.manual_seed(0)
-    if req["command"] == "rollout":
-        from rollout import rollout  # tests/oracle/rollout.py: imports the simulator only when asked
+    if req["command"] in ("rollout", "env_reference"):
+        import rollout  # tests/oracle/rollout.py: imports the simulator only when asked
 
-        result = rollout(req)
+        result = getattr(rollout, req["command"])(req)
     else:
         result = COMMANDS[req["command"]](req)
     Path(req["response"]).write_text(json.dumps(result))

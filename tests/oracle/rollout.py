@@ -88,3 +88,38 @@ def rollout(req: dict) -> dict:
     }
     save_file(out, req["out"])
     return {"seeds": seeds, "chunks": counter["chunk"], "max_steps": int(req["steps"])}
+
+
+def env_reference(req: dict) -> dict:
+    """LeRobot's own LIBERO env (its config defaults) for a few fixed actions: the state the policy sees and
+    a sha256 of each camera frame in dataset orientation, per step, for episodes 0..n_envs-1 of a task."""
+    import hashlib
+    import subprocess
+
+    from lerobot.envs.configs import LiberoEnv
+    from lerobot.envs.factory import make_env, make_env_pre_post_processors
+    from lerobot.envs.utils import preprocess_observation
+    from lerobot.policies.smolvla.configuration_smolvla import SmolVLAConfig
+
+    suite, task_id, n_envs = req["suite"], int(req["task_id"]), int(req["n_envs"])
+    _legacy_init_states(suite, [task_id], Path(tempfile.mkdtemp(prefix="libero-legacy-init-")))
+    env_cfg = LiberoEnv(task=suite, task_ids=[task_id])
+    env = make_env(env_cfg, n_envs=n_envs, use_async_envs=False)[suite][task_id]
+    env_pre, _ = make_env_pre_post_processors(env_cfg, SmolVLAConfig())
+    actions = np.random.default_rng(int(req["action_seed"])).uniform(-1, 1, (int(req["steps"]), n_envs, 7))
+    states, hashes = [], []
+    try:
+        obs, _ = env.reset(seed=[int(req["start_seed"]) + i for i in range(n_envs)])
+        for step in range(int(req["steps"]) + 1):
+            states.append(env_pre(preprocess_observation(obs))["observation.state"].clone())
+            hashes.append({cam: [hashlib.sha256(np.ascontiguousarray(img[::-1, ::-1]).tobytes()).hexdigest()
+                                 for img in frames] for cam, frames in obs["pixels"].items()})
+            if step < len(actions):
+                obs, *_ = env.step(actions[step].astype(np.float32))
+    finally:
+        env.close()
+    save_file({"states": torch.stack(states, dim=1).contiguous(),  # (n_envs, steps + 1, 8)
+               "actions": torch.from_numpy(actions.astype(np.float32))}, req["out"])
+    mesa = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "libegl-mesa0"], capture_output=True, text=True)
+    return {"image_sha256": hashes, "image_size": int(obs["pixels"]["image"].shape[1]),
+            "mesa": mesa.stdout.strip() or None}
