@@ -272,6 +272,23 @@ def test_legacy_pads_left_and_top_like_smolvla():
     torch.testing.assert_close(out[0, 0, :, -60:, 10], image.expand(3, 60), atol=1e-6, rtol=0)
 
 
+def test_legacy_follows_the_checkpoints_resize():
+    """The plugin took SmolVLA's image as the checkpoint prepared it: its resize_imgs_with_padding, or none."""
+    u8 = _frames(1, 2, 256, 256, seed=2)
+    x = clip_to_float(u8).flatten(0, 1)
+    for size in ((384, 384), (320, 160)):  # (width, height) as LeRobot passes it
+        w, h = size
+        ratio = max(256 / w, 256 / h)
+        inner = F.interpolate(x, size=(int(256 / ratio), int(256 / ratio)), mode="bilinear", align_corners=False)
+        padded = F.pad(inner, (w - inner.shape[-1], 0, h - inner.shape[-2], 0), value=0.0)
+        want = F.interpolate(padded, size=(256, 256), mode="bilinear", align_corners=False).unflatten(0, (1, 2))
+        torch.testing.assert_close(preprocess_clip(u8, "legacy", smolvla_size=size), (want - MEAN) / STD,
+                                   atol=1e-5, rtol=0)
+    # No resize: x*2-1 then back to [0,1] changes nothing but rounding.
+    torch.testing.assert_close(preprocess_clip(u8, "legacy", smolvla_size=None), preprocess_clip(u8, "default"),
+                               atol=1e-6, rtol=0)
+
+
 def test_preprocess_rejects_ambiguous_layouts():
     with pytest.raises(ValueError, match="channels-last"):
         preprocess_clip(torch.zeros(1, 4, 3, 16, 16, dtype=torch.uint8))

@@ -60,7 +60,7 @@ def main() -> None:
                     noise = torch.randn(2, 6, 10, generator=torch.Generator().manual_seed(seed))
                     diffs.append((eager.predict_chunk(batch, noise=noise) - fast.predict_chunk(batch, noise=noise))
                                  .abs().max().item())
-                print(json.dumps({"dtype": dtype or "stored", "memory": memory, "compile": compile_,
+                print(json.dumps({"dtype": dtype or "lerobot", "memory": memory, "compile": compile_,
                                   "cuda_graphs": graphs, "keep_times": args.keep_times,
                                   "max_abs_diff": diffs}), flush=True)
 

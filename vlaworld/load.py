@@ -35,6 +35,7 @@ def load_policy(
     device: str = "cpu",
     dtype: torch.dtype | str | None = None,
     memory: str | None = None,
+    numerics: str = DEFAULT_PROFILE,
     n_action_steps: int | None = None,
     compile: bool = False,
     vlm: str | Path | None = None,
@@ -44,7 +45,6 @@ def load_policy(
     allow_window_mismatch: bool = False,
     world_preprocess: str = "default",
     cuda_graphs: bool = False,
-    numerics: str = DEFAULT_PROFILE,
 ) -> Policy:
     """Load a LeRobot ``pretrained_model/`` directory (``smolvla`` or ``smolvla_world``).
 
@@ -231,7 +231,7 @@ def _dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
     names = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
              "float16": torch.float16, "fp16": torch.float16}
     if dtype not in names:
-        raise ValueError(f"dtype={dtype!r}: use one of {sorted(names)} or None (as stored)")
+        raise ValueError(f"dtype={dtype!r}: use one of {sorted(names)} or None (each part as LeRobot runs it)")
     return names[dtype]
 
 

@@ -290,7 +290,7 @@ class Policy:
 
     # --------------------------------------------------------------------------- saving
     def save_pretrained(self, out_dir: str | Path) -> None:
-        """Write the LeRobot ``pretrained_model/`` layout (config, weights as stored, processors)."""
+        """Write the LeRobot ``pretrained_model/`` layout (config, weights in their stored dtypes, processors)."""
         save_checkpoint(out_dir, self._checkpoint, self.model.state_dict(), self.processors)
 
 

