@@ -15,7 +15,7 @@ import torch
 
 import vlaworld
 from tests import lerobot_layout as layout
-from tests.oracle import Request, python_044, run, write_hf_cache
+from tests.oracle import Request, oracle_threads, python_044, run, write_hf_cache
 from tests.oracle.cases import stats
 from tests.tiny_checkpoint import IMAGE, VLM_REPO, write_tiny_vlm
 from vlaworld import envs
@@ -76,7 +76,8 @@ def test_closed_loop_replays_lerobot_eval_044_bit_for_bit(lerobot_rollouts, monk
     meta, ref = results[task_id]
     assert meta["seeds"] == [1000, 1001]
     monkeypatch.setenv("HF_HOME", str(hf))
-    ours = replay(ckpt, task_id)
+    with oracle_threads():
+        ours = replay(ckpt, task_id)
     np.testing.assert_array_equal(ours["states"], ref["states"].numpy())
     np.testing.assert_array_equal(ours["actions"], ref["actions"].numpy())
     for key, images in ours["last"].items():  # uint8 HWC here, float CHW / 255 in LeRobot

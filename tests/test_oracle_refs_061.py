@@ -20,7 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import vlaworld
-from tests.oracle import REFS_061, weights
+from tests.oracle import REFS_061, THREADS, weights
 from tests.oracle import cases as C
 
 pytestmark = pytest.mark.oracle
@@ -63,6 +63,7 @@ def test_references_were_made_by_lerobot_061():
     manifest = json.loads((REFS_061 / "manifest.json").read_text())
     assert manifest["versions"]["lerobot"] == "0.6.1"
     assert manifest["versions"]["transformers"].startswith("5.")
+    assert manifest["threads"] == THREADS  # check_against computes with the same count
 
 
 @pytest.mark.parametrize("case", list(C.TINY_CASES))

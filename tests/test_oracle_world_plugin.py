@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import vlaworld
-from tests.oracle import Request, python_044, run, write_hf_cache
+from tests.oracle import Request, oracle_threads, python_044, run, write_hf_cache
 from tests.oracle.cases import oracle_tensors
 from tests.tiny_checkpoint import VLM_REPO, libero_batch, write_tiny_vlm, write_tiny_world_checkpoint
 
@@ -56,7 +56,8 @@ def chunk(plugin, monkeypatch, preprocess: str) -> tuple[torch.Tensor, vlaworld.
     monkeypatch.setenv("HF_HOME", str(plugin["hf"]))
     policy = vlaworld.load_policy(plugin["ckpt"], world_encoder=plugin["vjepa"], world_preprocess=preprocess,
                                   numerics="lerobot-0.4")
-    return policy.predict_chunk(plugin["batch"], noise=plugin["noise"]), policy
+    with oracle_threads():
+        return policy.predict_chunk(plugin["batch"], noise=plugin["noise"]), policy
 
 
 def test_legacy_first_chunk_equals_the_plugins_rollout(plugin, monkeypatch):

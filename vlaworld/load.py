@@ -197,7 +197,7 @@ def _set_position_ids(model: SmolVLAModel, prof: NumericsProfile, where: Path) -
     side, dtype = embeddings.config.patches_per_side, embeddings.patch_embedding.weight.dtype
     ids = {name: _position_ids(p, side, dtype) for name, p in PROFILE_TABLE.items()}
     embeddings.set_position_ids(ids[prof.name])
-    if any((a is None) != (b is None) or (a is not None and not torch.equal(a, b)) for a in ids.values() for b in ids.values()):
+    if any(v is not None for v in ids.values()):  # some profile's ids are not arange: they differ here
         if (str(where), prof.name) not in _WARNED:
             _WARNED.add((str(where), prof.name))
             other = next(n for n in PROFILE_TABLE if n != prof.name)

@@ -13,11 +13,13 @@ Without the 0.4.4 environment the oracle tests skip, saying how to build it; wit
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,20 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 REFS_061 = HERE / "refs" / "lerobot-0.6.1"
 TIMEOUT_S = 1800
+# CPU bf16 matrix products depend on torch's thread count (a real-size bf16 chunk moves by 1.6e-2 between
+# 1 and 2 threads): the oracle and the tests compute with the same count.
+THREADS = 2
+
+
+@contextlib.contextmanager
+def oracle_threads() -> Iterator[None]:
+    """torch's thread count set to the oracle's for the block, then given back."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(THREADS)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def oracle_dir() -> Path:
@@ -91,7 +107,7 @@ def run(
                 save_file({k: v.contiguous() for k, v in group.items()}, path)
                 args[name] = str(path)
             args |= {"command": req.command, "response": str(work / f"{i}-response.json"),
-                     "out": str(work / f"{i}-out.safetensors")}
+                     "out": str(work / f"{i}-out.safetensors"), "threads": THREADS}
             batch.append(args)
         (work / "request.json").write_text(json.dumps({"command": "batch", "requests": batch}))
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}

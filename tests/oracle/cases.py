@@ -21,7 +21,7 @@ import torch
 import vlaworld
 
 from tests import lerobot_layout as layout
-from tests.oracle import Request, run, write_hf_cache
+from tests.oracle import Request, oracle_threads, run, write_hf_cache
 from tests.tiny_checkpoint import IMAGE, VLM_REPO, libero_batch, write_tiny_vlm
 
 VLM_BF16_TEXT = "tiny-org/TinySmolVLM-bf16-text"
@@ -119,8 +119,10 @@ def references(python: Path, cases: dict[str, dict], kind: str, hf_home: Path, r
             for i, name in enumerate(cases)} | {"batch": batch, "noise": noise}
 
 
+@oracle_threads()
 def check_against(reference: dict, case: str, numerics: str, atol: float) -> None:
-    """vlaworld's chunk and act() queue on the reference's checkpoint and inputs, within ``atol``."""
+    """vlaworld's chunk and act() queue on the reference's checkpoint and inputs, within ``atol`` (with the
+    oracle's thread count)."""
     ref = reference[case]
     policy = vlaworld.load_policy(ref["dir"], numerics=numerics)
     ours = {k: str(v.dtype).removeprefix("torch.") for k, v in policy.model.state_dict().items()}

@@ -238,6 +238,7 @@ COMMANDS = {
 
 def run(req: dict) -> None:
     torch.manual_seed(0)
+    torch.set_num_threads(int(req.get("threads", torch.get_num_threads())))  # bf16 GEMMs depend on it
     if req["command"] in ("rollout", "env_reference"):
         import rollout  # tests/oracle/rollout.py: imports the simulator only when asked
 

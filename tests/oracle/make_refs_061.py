@@ -35,7 +35,7 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
-from tests.oracle import REFS_061, Request, run
+from tests.oracle import REFS_061, THREADS, Request, run
 from tests.oracle import cases as C
 
 ENV_TASKS, ENV_EPISODES, ENV_STEPS, ENV_ACTION_SEED = (0, 4), 2, 5, 3
@@ -88,7 +88,7 @@ def main() -> None:
             (REFS_061 / "libero" / f"libero_spatial_task{t}.json").write_text(json.dumps(meta, indent=1))
             save_file({k: v.contiguous() for k, v in tensors.items()}, REFS_061 / "libero" / f"libero_spatial_task{t}.safetensors")
     manifest = {"made_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "versions": found,
-                "machine": platform.machine(), "by": "tests/oracle/make_refs_061.py",
+                "machine": platform.machine(), "threads": THREADS, "by": "tests/oracle/make_refs_061.py",
                 "libero": {"suite": "libero_spatial", "tasks": list(ENV_TASKS), "episodes": ENV_EPISODES,
                            "steps": ENV_STEPS, "action_seed": ENV_ACTION_SEED, "start_seed": 1000}}
     (REFS_061 / "manifest.json").write_text(json.dumps(manifest, indent=1))

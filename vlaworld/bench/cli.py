@@ -78,13 +78,24 @@ def device_info(device: Any) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    """The benchmark's parts; torch's thread count is set for them and given back afterwards."""
+    import torch
+
+    previous = torch.get_num_threads()
+    threads = args.threads if args.threads is not None else (1 if args.config == "debug" else None)
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        return _run_parts(args)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _run_parts(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     from vlaworld.bench.stack import bench_config
 
-    threads = args.threads if args.threads is not None else (1 if args.config == "debug" else None)
-    if threads is not None:
-        torch.set_num_threads(threads)
     device = torch.device(args.device)
     dtype = getattr(torch, DTYPES[args.dtype])
     cfg = bench_config(args.config)
