@@ -121,10 +121,12 @@ def read_vlm_config(vlm_dir: Path) -> tuple[VLMConfig, dict]:
     return VLMConfig.from_hf(raw), raw
 
 
-def resolve_stats(ckpt: Checkpoint, stats_file: str | Path | None) -> tuple[lp.Stats, lp.Stats, lp.ProcessorSpec]:
-    """Normalisation stats to run with, refusing to run without any (it silently gave 0 % success).
+def resolve_stats(ckpt: Checkpoint, stats_file: str | Path | None) -> lp.ProcessorSpec:
+    """The processor spec to run and save with, refusing unusable normalisation stats (SPEC §8).
 
-    Returns (pre stats, post stats, processor spec to run and save with).
+    The preprocessor's and the postprocessor's stats are checked apart: the first must normalise every
+    input the policy normalises (the state), the second unnormalise its outputs (the action). A gap in
+    one is never hidden by the other (the preprocessor also holds ``action`` stats, for training).
     """
     cfg = ckpt.config
     spec = ckpt.processors
@@ -137,21 +139,31 @@ def resolve_stats(ckpt: Checkpoint, stats_file: str | Path | None) -> tuple[lp.S
             stats=legacy.pre if legacy else None, post_stats=legacy.post if legacy else None,
             world=cfg.type == "smolvla_world",
         )
+        where_pre = where_post = f"{ckpt.path / WEIGHTS} (lerobot < 0.4: normalisation buffers in the weights)"
+    else:
+        where_pre = _state_file(ckpt.path, lp.PREPROCESSOR, spec.preprocessor.find("normalizer_processor"))
+        where_post = _state_file(ckpt.path, lp.POSTPROCESSOR, spec.postprocessor.find("unnormalizer_processor"))
     if stats_file is not None:
         override = lp.load_stats_file(stats_file)
         spec = spec.with_stats(pre=override, post=override)
-    pre = spec.normalizer.stats if spec.normalizer else {}
-    post = spec.unnormalizer.stats if spec.unnormalizer else {}
+        where_pre = where_post = f"--stats {stats_file}"
     norm_map = spec.normalizer.norm_map if spec.normalizer else cfg.normalization_mapping
-    check = lp.check_stats({**cfg.input_features, **cfg.output_features}, norm_map, {**post, **pre})
-    if check.status == "missing":
-        raise CheckpointError(
-            f"{ckpt.path}: {check.message} Running without them produced 0 % success before; vlaworld "
-            "refuses. Pass --stats FILE (stats=... in load_policy) with the training dataset's stats."
-        )
-    if check.status in ("unmatched", "partial"):
-        log.warning("NORMALISATION STATS PROBLEM in %s: %s", ckpt.path, check.message)
-    return pre, post, spec
+    lp.require_stats(spec.normalizer, cfg.input_features, norm_map, where=where_pre,
+                     purpose="normalise the policy's inputs")
+    norm_map = spec.unnormalizer.norm_map if spec.unnormalizer else cfg.normalization_mapping
+    lp.require_stats(spec.unnormalizer, cfg.output_features, norm_map, where=where_post,
+                     purpose="unnormalise the policy's actions")
+    return spec
+
+
+def _state_file(ckpt_dir: Path, pipeline: str, step: lp.Step | None) -> str:
+    """Where a (un)normaliser step's stats live, for error messages."""
+    if step is None:
+        return f"{ckpt_dir / pipeline}.json"
+    name = step.entry.get("state_file")
+    if name is None:
+        return f"{ckpt_dir / pipeline}.json (its {step.registry_name} step has no state_file)"
+    return str(ckpt_dir / name)
 
 
 def save_checkpoint(

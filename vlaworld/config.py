@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass, field
 
+from vlaworld.errors import VlaworldError
 from vlaworld.lerobot_processors import Feature
 from vlaworld.models.siglip import ImageEncoderConfig
 from vlaworld.models.smollm import TextConfig
@@ -45,7 +46,7 @@ BEHAVIOUR_FIELDS = frozenset(
 )
 
 
-class ConfigError(ValueError):
+class ConfigError(VlaworldError, ValueError):
     """A config.json value vlaworld cannot honour; the message says which and what to do."""
 
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from vlaworld.errors import VlaworldError
 
-class ModelFilesNotFound(FileNotFoundError):
+
+class ModelFilesNotFound(VlaworldError, FileNotFoundError):
     """A referenced model (VLM, tokenizer or world encoder) is not available locally."""
 
 

@@ -37,6 +37,7 @@ from vlaworld.lerobot_stats import (
     flatten_stats,
     load_stats_file,
     normalize,
+    require_stats,
     unflatten_stats,
     unnormalize,
 )
@@ -45,7 +46,8 @@ from vlaworld.statedict import CheckpointError
 __all__ = [  # the stats API is re-exported: callers read processor files and their stats through here
     "EPS", "Feature", "LegacyStats", "Pipeline", "ProcessorSpec", "Stats", "StatsCheck", "Step", "TokenizerSpec",
     "NormalizerSpec", "check_stats", "extract_legacy_stats", "flatten_stats", "has_processors",
-    "load_stats_file", "normalize", "pipeline_json", "read_processors", "smolvla_spec", "unflatten_stats",
+    "load_stats_file", "normalize", "pipeline_json", "read_processors", "require_stats", "smolvla_spec",
+    "unflatten_stats",
     "unnormalize", "write_processors", "PREPROCESSOR", "POSTPROCESSOR",
 ]
 

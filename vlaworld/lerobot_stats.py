@@ -8,15 +8,21 @@ stats, this module says what they mean. Formulas cite LeRobot's ``normalize_proc
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from safetensors.torch import load_file
 
 from vlaworld.statedict import CheckpointError
+
+if TYPE_CHECKING:
+    from vlaworld.lerobot_processors import NormalizerSpec
+
+log = logging.getLogger(__name__)
 
 EPS = 1e-8  # _NormalizationMixin.eps default (normalize_processor.py L94)
 _NEEDED = {"MEAN_STD": ("mean", "std"), "MIN_MAX": ("min", "max"),
@@ -133,6 +139,51 @@ def check_stats(features: Mapping[str, Feature], norm_map: Mapping[str, str], st
     else:
         status, msg = "partial", f"No usable stats for {modes}; the stats have {list(keys)}."
     return StatsCheck(status=status, needed=needed, missing=tuple(missing), stats_keys=keys, message=msg)
+
+
+def require_stats(
+    step: NormalizerSpec | None,
+    features: Mapping[str, Feature],
+    norm_map: Mapping[str, str],
+    *,
+    where: str,
+    purpose: str,
+) -> None:
+    """Refuse unless ``step`` can (un)normalise every one of ``features`` its modes touch (SPEC §8).
+
+    ``where`` names the file the stats came from, ``purpose`` what they are for ("unnormalise the
+    actions"). Missing, incomplete or non-finite stats were how evaluations silently scored 0 % (actions
+    in normalised units) or NaN: each is an error naming the feature and the fix. A zero or negative std
+    is only a warning (LeRobot divides by std + 1e-8), named too.
+    """
+    modes = {k: norm_map.get(f.type, "IDENTITY") for k, f in features.items()}
+    needed = {k: m for k, m in modes.items() if m != "IDENTITY"}
+    if not needed:
+        return
+    fix = ("Running without them gave 0 % success before (actions in normalised units); vlaworld refuses. "
+           "Pass --stats FILE (stats=... in load_policy): the training dataset's meta/stats.json.")
+    if step is None:
+        raise CheckpointError(f"{where}: no step to {purpose}, but {needed} need one. {fix}")
+    problems = []
+    for key, mode in needed.items():
+        sub = step.stats.get(key)
+        if key not in step.features:
+            problems.append(f"'{key}' is not among the step's features {sorted(step.features)}")
+        elif not sub:
+            problems.append(f"no stats for '{key}' (the file has {sorted(step.stats)[:6] or 'none'})")
+        else:
+            for name in _NEEDED[mode]:
+                if name not in sub:
+                    problems.append(f"'{key}.{name}' is missing ({mode} needs {', '.join(_NEEDED[mode])})")
+                elif not bool(torch.isfinite(sub[name]).all()):
+                    problems.append(f"'{key}.{name}' has non-finite values")
+    if problems:
+        raise CheckpointError(f"{where}: cannot {purpose}: {'; '.join(problems)}. {fix}")
+    check_stats({k: features[k] for k in needed}, norm_map, step.stats)  # shapes must fit their features
+    for key, mode in needed.items():
+        if mode == "MEAN_STD" and bool((step.stats[key]["std"] <= 0).any()):
+            log.warning("%s: the std of '%s' has zero or negative entries (%s); LeRobot divides by std + %g, "
+                        "so those dimensions are blown up", where, key, step.stats[key]["std"].tolist(), step.eps)
 
 
 # ------------------------------------------------------------------------------ --stats and legacy --

@@ -72,7 +72,7 @@ def load_policy(
 
     vlm_dir = find_vlm_dir(cfg.vlm_model_name, vlm)
     vlm_cfg, vlm_json = read_vlm_config(vlm_dir)
-    _pre, _post, processors = resolve_stats(ckpt, stats)
+    processors = resolve_stats(ckpt, stats)
     tokenizer = _tokenizer(processors, cfg, vlm_dir, explicit=vlm is not None, ckpt_dir=ckpt.path)
     special = None
     if cfg.add_image_special_tokens:

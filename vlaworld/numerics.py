@@ -29,12 +29,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from vlaworld.errors import VlaworldError
+
 PROFILES: tuple[str, ...] = ("lerobot-0.4", "lerobot-0.6")
 DEFAULT_PROFILE = "lerobot-0.4"  # the team trains and evaluates with LeRobot 0.4.2
 FLOAT_DTYPES = ("float32", "bfloat16", "float16")
 
 
-class NumericsError(ValueError):
+class NumericsError(VlaworldError, ValueError):
     """An unknown profile, or a VLM config whose dtype the profile cannot resolve."""
 
 

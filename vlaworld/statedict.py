@@ -13,8 +13,10 @@ from collections.abc import Iterable, Mapping
 import torch
 from torch import nn
 
+from vlaworld.errors import VlaworldError
 
-class CheckpointError(ValueError):
+
+class CheckpointError(VlaworldError, ValueError):
     """A checkpoint does not match the model it should fill; the message says what to fix."""
 
 

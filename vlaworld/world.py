@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from vlaworld.errors import VlaworldError
 from vlaworld.models.prophet import Prophet
 from vlaworld.models.vjepa2 import VJEPA2Encoder
 from vlaworld.models.world_config import MEMORY_MODES, WORLD_PREPROCESS_MODES, WorldConfig
@@ -31,7 +32,7 @@ WINDOW_MISMATCH_HELP = (
 )
 
 
-class WindowMismatchError(ValueError):
+class WindowMismatchError(VlaworldError, ValueError):
     """The rollout clip length contradicts the one the checkpoint's latents were made with."""
 
 

@@ -12,6 +12,8 @@ import os
 import subprocess
 import sys
 
+from vlaworld.errors import VlaworldError
+
 # Tried in order when MUJOCO_GL is unset: EGL (Mesa llvmpipe or a GPU driver), then OSMesa.
 BACKENDS: tuple[str, ...] = ("egl", "osmesa")
 _PROBE_TIMEOUT_S = 60.0
@@ -24,7 +26,7 @@ _INSTALL_HINT = (
 )
 
 
-class HeadlessGLError(RuntimeError):
+class HeadlessGLError(VlaworldError, RuntimeError):
     """No headless OpenGL backend works in this environment."""
 
 

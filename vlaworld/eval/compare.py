@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from vlaworld.errors import VlaworldError
 from vlaworld.eval import stats
 from vlaworld.eval.results import EpisodeKey, EpisodeRecord, ResultsFormatError, RunInfo, read_episodes, read_run_info
 from vlaworld.eval.report import ALPHA, plot, task_order, to_markdown, verdicts
@@ -34,7 +35,7 @@ PLANNED = (("E1", "E0"), ("E2", "E0"), ("E2", "E2-zero"), ("E2", "E2-random"))
 MEMORY_MODES = ("random_scaled", "signflip", "shuffle", "random", "zero", "pred", "none")  # SPEC §6, longest first
 
 
-class CompareError(ValueError):
+class CompareError(VlaworldError, ValueError):
     """The runs cannot be compared as asked; the message says what to change."""
 
 

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vlaworld.errors import VlaworldError
 from vlaworld.eval.cli import build_parser
 from vlaworld.eval.cli import main as eval_main
 
@@ -51,7 +52,7 @@ RESERVED_FLAGS = frozenset({"out", "label"})  # set by the plan from `out` and t
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
-class PlanError(ValueError):
+class PlanError(VlaworldError, ValueError):
     """The plan file is malformed; the message says where and what to fix."""
 
 

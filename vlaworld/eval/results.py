@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from vlaworld.errors import VlaworldError
+
 
 EPISODES_FILE = "episodes.jsonl"
 RUN_FILE = "run.json"
@@ -43,11 +45,11 @@ EPISODE_FIELDS = tuple(_FIELDS)
 EpisodeKey = tuple[str, int, int]
 
 
-class ResultsFormatError(ValueError):
+class ResultsFormatError(VlaworldError, ValueError):
     """A results file does not follow the schema of SPEC §8."""
 
 
-class ConfigChanged(RuntimeError):
+class ConfigChanged(VlaworldError, RuntimeError):
     """Resuming a run directory with a configuration that differs from the one it was started with."""
 
 

@@ -29,6 +29,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from vlaworld.envs.constants import N_INIT_STATES, SEED_BASE
+from vlaworld.errors import VlaworldError
 from vlaworld.eval.episode import EpisodeId
 from vlaworld.eval.results import EpisodeRecord
 from vlaworld.eval.worker import (
@@ -50,7 +51,7 @@ JOIN_TIMEOUT_S = 10.0  # how long a stopping worker may take to close its simula
 WORKER_TIMEOUT_S = 600.0
 
 
-class WorkersBroken(RuntimeError):
+class WorkersBroken(VlaworldError, RuntimeError):
     """Episodes fail in the workers before any episode could finish: the setup is broken (GL, install,
     env factory), not one episode. Nothing is recorded for them, so a re-run after the fix runs them."""
 

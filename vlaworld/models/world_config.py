@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, fields
 
+from vlaworld.errors import VlaworldError
+
 MEMORY_MODES = ("pred", "none", "zero", "random", "random_scaled", "signflip", "shuffle")
 # V-JEPA input preprocessing (vlaworld.world_preprocess): as the training latents were made, or the plugin's rollout.
 WORLD_PREPROCESS_MODES = ("default", "legacy")
@@ -30,7 +32,7 @@ WORLD_TRAINING_ONLY = frozenset(
 WORLD_ABLATIONS = {"world_inject_suffix_in": False, "world_prefix_tokens": 0, "world_prefix_cross_attn": False}
 
 
-class WorldConfigError(ValueError):
+class WorldConfigError(VlaworldError, ValueError):
     """A world field vlaworld cannot honour."""
 
 
