@@ -135,3 +135,35 @@ def test_envs_never_import_torch() -> None:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr
+
+
+def test_reset_refuses_a_non_integer_episode() -> None:
+    env = ve.make("libero_spatial", 0)
+    for bad in (2.7, True, "3", -1):
+        with pytest.raises(ValueError, match="must be an integer >= 0"):
+            env.reset(options={"episode": bad})
+
+
+def test_non_finite_actions_are_refused_and_mujoco_never_writes_its_log_here(tmp_path) -> None:
+    """The env refuses NaN actions; a MuJoCo warning (here from a NaN put in the state on purpose) is
+    logged, not appended to MUJOCO_LOG.TXT in the working directory."""
+    code = (
+        "import logging, numpy as np, vlaworld.envs as ve\n"
+        "logging.basicConfig(level=logging.WARNING)\n"
+        "env = ve.make('libero_spatial', 0, cameras=False)\n"
+        "env.reset(options={'episode': 0})\n"
+        "try:\n"
+        "    env.step(np.array([0, 0, np.nan, 0, 0, 0, -1.0]))\n"
+        "except ValueError as e:\n"
+        "    print('refused:', e)\n"
+        "sim = env._sim.env.sim\n"
+        "sim.data.qpos[0] = np.nan\n"
+        "sim.step()\n"
+        "env.close()\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "refused: action" in proc.stdout and "is not finite" in proc.stdout
+    assert "MuJoCo: Nan, Inf or huge value in QPOS" in proc.stderr
+    assert not (tmp_path / "MUJOCO_LOG.TXT").exists()

@@ -11,6 +11,8 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import load_file, save_file
 
 from tests.tiny_checkpoint import write_tiny_checkpoint, write_tiny_vlm
 from vlaworld.eval.cli import main
@@ -48,7 +50,7 @@ def test_outcomes_do_not_depend_on_worker_count(tmp_path: Path) -> None:
     assert runs[1] == runs[2] and len(runs[1]) == 3
 
 
-def test_tiny_checkpoint_full_path_and_resume(tmp_path: Path) -> None:
+def test_tiny_checkpoint_full_path_and_resume(tmp_path: Path, capsys) -> None:
     ckpt = write_tiny_checkpoint(tmp_path / "ckpt")
     vlm = write_tiny_vlm(tmp_path / "vlm")
     out = tmp_path / "tiny"
@@ -67,6 +69,12 @@ def test_tiny_checkpoint_full_path_and_resume(tmp_path: Path) -> None:
     assert read_episodes(out).records == records
     assert main([*argv[:-2], "--seed", "1", "--out", str(out)]) == 2  # changed config refused
     assert main([*argv[:-2], "--numerics", "lerobot-0.6", "--out", str(out)]) == 2  # other numbers: refused too
+    name = "policy_postprocessor_step_0_unnormalizer_processor.safetensors"
+    stats = load_file(ckpt / name)
+    save_file({k: v * 20 if k.endswith("std") else v for k, v in stats.items()}, ckpt / name)
+    capsys.readouterr()
+    assert main(argv) == 2  # the stats changed under the run: refused, naming the file
+    assert f"fingerprint.checkpoint/{name}" in capsys.readouterr().err
 
 
 def test_demo_policy_world_path(tmp_path: Path) -> None:
@@ -79,3 +87,24 @@ def test_demo_policy_world_path(tmp_path: Path) -> None:
     assert "memory_norm_mean" in record.extra
     summary = json.loads((out / "summary.json").read_text())
     assert summary["throughput"]["world_encoder_calls_per_env_step"] > 0
+
+
+def test_nan_weights_are_a_policy_error_never_stepped(tmp_path: Path, monkeypatch) -> None:
+    """NaN weights give NaN actions: the episode is recorded as a policy error, nothing reaches MuJoCo
+    (so no MUJOCO_LOG.TXT appears in the working directory), and it is not scored as a failure."""
+    ckpt = write_tiny_checkpoint(tmp_path / "ckpt")
+    tensors = load_file(ckpt / "model.safetensors")
+    tensors["model.action_out_proj.bias"] = torch.full_like(tensors["model.action_out_proj.bias"], float("nan"))
+    save_file(tensors, ckpt / "model.safetensors")
+    vlm = write_tiny_vlm(tmp_path / "vlm")
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    out = tmp_path / "run"
+    assert main(["--ckpt", str(ckpt), "--vlm", str(vlm), "--tasks", "0", "--episodes", "1", "--n-envs", "1",
+                 "--max-steps", "5", "--device", "cpu", "--out", str(out)]) == 0
+    (record,) = read_episodes(out).records
+    assert record.extra["error_kind"] == "policy" and record.steps == 0 and "non-finite" in record.error
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["overall"]["n"] == 0 and summary["overall"]["policy_errors"] == 1
+    assert not (work / "MUJOCO_LOG.TXT").exists() and not (Path.cwd() / "MUJOCO_LOG.TXT").exists()

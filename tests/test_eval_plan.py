@@ -56,6 +56,7 @@ def test_plan_to_command_lines(tmp_path: Path) -> None:
         ({"out": "x", "run": [{"name": "a", "episods": 3}]}, "Did you mean 'episodes'"),
         ({"out": "x", "run": [{"name": "a", "out": "y"}]}, "set by the plan"),
         ({"out": "x", "run": [{"name": "a"}, {"name": "a"}]}, "duplicate run name"),
+        ({"out": "x", "run": [{"name": "compare"}]}, "holds the report"),
         ({"out": "x", "run": [{"name": "a/b"}]}, "folder-safe"),
         ({"run": [{"name": "a"}]}, "needs `out`"),
         ({"out": "x", "run": [], "extra": 1}, "unknown top-level"),

@@ -190,8 +190,9 @@ def test_summary_excludes_errors_and_uses_wilson(tmp_path):
     md = m.read_text()
     assert "| 0 | 7/10 | 70.0 |" in md and "| **all** | **9/14** |" in md and "env_steps_per_s: 123.4" in md
     assert "steady_env_steps_per_s: n/a" in md  # not measured (no worker finished two episodes)
-    assert doc["errors"] == [{"suite": "libero_spatial", "task_id": 1, "episode": 4, "error": "worker died twice"}]
-    assert "- task 1 episode 4: worker died twice" in md
+    assert doc["errors"] == [{"suite": "libero_spatial", "task_id": 1, "episode": 4, "error": "worker died twice",
+                             "kind": "infrastructure"}]
+    assert "- task 1 episode 4 (infrastructure): worker died twice" in md
 
 
 def test_summary_of_a_task_with_only_errors(tmp_path):

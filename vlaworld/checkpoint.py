@@ -10,18 +10,17 @@ normalisation buffers inside ``model.safetensors``. Weights are never unpickled.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 
 from vlaworld import lerobot_processors as lp
 from vlaworld.config import PolicyConfig, VLMConfig
+from vlaworld.files import read_json, read_safetensors
 from vlaworld.hub import find_model_dir
 from vlaworld.statedict import CheckpointError
 
@@ -71,8 +70,8 @@ def resolve_checkpoint_dir(path: str | Path) -> Path:
 def read_checkpoint(path: str | Path) -> Checkpoint:
     """Parse config, weights and processors of a LeRobot checkpoint (no model is built here)."""
     ckpt = resolve_checkpoint_dir(path)
-    raw = json.loads((ckpt / CONFIG).read_text())
-    config = PolicyConfig.from_lerobot(raw)
+    raw = read_json(ckpt / CONFIG)
+    config = PolicyConfig.from_lerobot(raw, source=ckpt / CONFIG)
     weights = ckpt / WEIGHTS
     if not weights.is_file():
         raise CheckpointError(f"{ckpt} has no {WEIGHTS}. vlaworld reads safetensors only (never pickles).")
@@ -89,15 +88,6 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
         legacy_stats=legacy if legacy.consumed else None, legacy_tensors=legacy_tensors,
         compiled_prefix=compiled,
     )
-
-
-def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    """All tensors of one safetensors file, dtypes as stored."""
-    out = {}
-    with safe_open(str(path), framework="pt") as f:
-        for key in f.keys():
-            out[key] = f.get_tensor(key)
-    return out
 
 
 def checkpoint_hash(path: str | Path) -> str:
@@ -117,7 +107,7 @@ def find_vlm_dir(repo_id: str, explicit: str | Path | None) -> Path:
 
 def read_vlm_config(vlm_dir: Path) -> tuple[VLMConfig, dict]:
     """The VLM's parsed config and its raw JSON (the sub-configs' dtypes decide LeRobot's runtime dtypes)."""
-    raw = json.loads((vlm_dir / "config.json").read_text())
+    raw = read_json(vlm_dir / "config.json")
     return VLMConfig.from_hf(raw), raw
 
 

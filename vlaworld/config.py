@@ -8,7 +8,8 @@ silently ignored ``n_action_steps`` or camera list is how evaluations lose 20 po
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, field
+import json
+from dataclasses import dataclass, field, fields
 
 from vlaworld.errors import VlaworldError
 from vlaworld.lerobot_processors import Feature
@@ -116,8 +117,12 @@ class PolicyConfig:
         return self.output_features.get("action")
 
     @classmethod
-    def from_lerobot(cls, d: dict) -> PolicyConfig:
-        """Parse a LeRobot ``config.json`` dict, refusing what cannot be honoured."""
+    def from_lerobot(cls, d: dict, source: object = "config.json") -> PolicyConfig:
+        """Parse a LeRobot ``config.json`` dict, refusing what cannot be honoured (``source`` names the
+        file in errors). Values must have their field's JSON type: ``"50"``, ``50.0`` or ``true`` for an
+        integer field is an error, not a guess."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"{source} must hold a JSON object, got {type(d).__name__}")
         ptype = d.get("type")
         if ptype not in POLICY_TYPES:
             raise ConfigError(
@@ -132,6 +137,9 @@ class PolicyConfig:
                 f"config.json has fields vlaworld does not know: {', '.join(hints)}. They may change what the "
                 "policy computes (a newer LeRobot or plugin version?); refusing rather than ignoring them."
             )
+        check_field_types(d, cls, source)
+        if ptype == "smolvla_world":
+            check_field_types(d, WorldConfig, source)
         _refuse_if(d, "adapt_to_pi_aloha", True, "the Aloha joint/gripper transforms are not implemented")
         _refuse_if(d, "use_delta_joint_actions_aloha", True, "LeRobot itself does not implement it")
         rtc = d.get("rtc_config")
@@ -145,7 +153,7 @@ class PolicyConfig:
             output_features=_features(d.get("output_features") or {}),
             resize_imgs_with_padding=None if resize is None else (int(resize[0]), int(resize[1])),
             normalization_mapping=dict(d.get("normalization_mapping") or cls.__dataclass_fields__["normalization_mapping"].default_factory()),
-            world=WorldConfig.from_lerobot(d) if ptype == "smolvla_world" else None,
+            world=WorldConfig.from_lerobot(d, source) if ptype == "smolvla_world" else None,
             **kwargs,
         )
 
@@ -153,6 +161,34 @@ class PolicyConfig:
 _SPECIAL = {
     "input_features", "output_features", "resize_imgs_with_padding", "normalization_mapping", "rtc_config",
     "adapt_to_pi_aloha", "use_delta_joint_actions_aloha",
+}
+
+
+def check_field_types(d: dict, cls: type, source: object) -> None:
+    """Each value of ``d`` that fills a scalar field of dataclass ``cls`` must have that field's JSON type.
+
+    JSON has no int/float distinction that survives hand edits, so it is enforced here: an int field takes
+    an integer (not ``true``, ``50.0`` or ``"50"``), a float field any number but a boolean, a bool field
+    ``true``/``false``, a str field a string (``| None`` fields also ``null``).
+    """
+    for f in fields(cls):
+        if f.name not in d:
+            continue
+        value, kind = d[f.name], str(f.type).replace(" ", "")
+        optional = kind.endswith("|None")
+        kind = kind.removesuffix("|None")
+        if kind not in _JSON_KINDS or (optional and value is None):
+            continue
+        if not _JSON_KINDS[kind][0](value):
+            raise ConfigError(f"{source}: field {f.name!r} must be {_JSON_KINDS[kind][1]}"
+                              f"{' or null' if optional else ''}, got {json.dumps(value)} ({type(value).__name__})")
+
+
+_JSON_KINDS = {  # annotation -> (accepts, description)
+    "int": (lambda v: type(v) is int, "an integer"),
+    "float": (lambda v: type(v) in (int, float), "a number"),
+    "bool": (lambda v: type(v) is bool, "true or false"),
+    "str": (lambda v: isinstance(v, str), "a string"),
 }
 
 

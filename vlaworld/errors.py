@@ -11,3 +11,7 @@ from __future__ import annotations
 
 class VlaworldError(Exception):
     """A problem with the user's input or environment, stated with what to do about it."""
+
+
+class UsageError(VlaworldError, ValueError):
+    """A flag or argument value that cannot work; the message says which and what to pass instead."""

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from vlaworld.lerobot_stats import (
     _NEEDED,
@@ -41,6 +41,7 @@ from vlaworld.lerobot_stats import (
     unflatten_stats,
     unnormalize,
 )
+from vlaworld.files import inside, read_json, read_safetensors
 from vlaworld.statedict import CheckpointError
 
 __all__ = [  # the stats API is re-exported: callers read processor files and their stats through here
@@ -231,11 +232,8 @@ def read_processors(ckpt_dir: str | Path) -> ProcessorSpec:
 
 
 def _read_pipeline(ckpt: Path, path: Path, *, post: bool) -> Pipeline:
-    try:
-        raw = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{path} is not valid JSON ({e}).") from e
-    if not isinstance(raw, dict) or not isinstance(raw.get("steps"), list):
+    raw = read_json(path)
+    if not isinstance(raw.get("steps"), list):
         raise CheckpointError(f"{path}: expected {{'name': ..., 'steps': [...]}} as LeRobot writes it.")
     steps = []
     for i, entry in enumerate(raw["steps"]):
@@ -252,10 +250,10 @@ def _read_pipeline(ckpt: Path, path: Path, *, post: bool) -> Pipeline:
                 "it from the JSON only if it does nothing at inference, or add support for it.")
         state: dict[str, torch.Tensor] = {}
         if "state_file" in entry:
-            state_path = ckpt / entry["state_file"]
+            state_path = inside(ckpt, str(entry["state_file"]), f"{path} step {i} ({name}) state_file")
             if not state_path.is_file():
                 raise CheckpointError(f"{path.name} step {i} ({name}) names {state_path}, which is missing.")
-            state = load_file(state_path)
+            state = read_safetensors(state_path)
         steps.append(Step(entry=entry, state=state))
     return Pipeline(name=str(raw.get("name", path.stem)), steps=tuple(steps))
 

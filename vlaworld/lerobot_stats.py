@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
-from safetensors.torch import load_file
 
 from vlaworld.statedict import CheckpointError
 
@@ -198,7 +197,9 @@ def load_stats_file(path: str | Path) -> Stats:
     if not p.is_file():
         raise CheckpointError(f"Stats file {p} does not exist.")
     if p.suffix == ".safetensors":
-        return unflatten_stats(load_file(p))
+        from vlaworld.files import read_safetensors
+
+        return unflatten_stats(read_safetensors(p))
     if p.suffix != ".json":
         raise CheckpointError(f"{p}: --stats takes a .safetensors or a .json file.")
     try:

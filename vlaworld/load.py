@@ -11,17 +11,19 @@ import torch
 from vlaworld import lerobot_processors as lp
 from vlaworld.checkpoint import find_vlm_dir, read_checkpoint, read_vlm_config, resolve_stats
 from vlaworld.config import ConfigError
+from vlaworld.errors import UsageError
+from vlaworld.files import fingerprint, inside
 from vlaworld.hub import find_model_dir
 from vlaworld.models.prophet import Prophet, ProphetConfig
 from vlaworld.models.siglip import transformers_457_position_ids
 from vlaworld.models.smolvla import ModelSpec, SmolVLAModel
-from vlaworld.models.vjepa2 import load_vjepa2
+from vlaworld.models.vjepa2 import load_vjepa2, weight_files
 from vlaworld.models.world_config import MEMORY_MODES
 from vlaworld.models.world_inject import GatedCrossAttention, WorldInjectConfig
 from vlaworld.numerics import DEFAULT_PROFILE, PROFILE_TABLE, NumericsProfile, RuntimeDtypes, profile
 from vlaworld.policy import Policy, ResolvedConfig
 from vlaworld.statedict import load_strict
-from vlaworld.tokenizer import TaskTokenizer, TokenizerSettings
+from vlaworld.tokenizer import TOKENIZER_FILES, TaskTokenizer, TokenizerSettings
 from vlaworld.world import LATENT_MODES, WorldMemory, WorldRollout, resolve_window
 
 log = logging.getLogger(__name__)
@@ -116,6 +118,9 @@ def load_policy(
         if world is not None and world.encoder is not None:
             world.encoder.compile_blocks()
     processors = _stats_to(processors, device)
+    files = _input_files(ckpt.path, processors, tokenizer, vlm_dir, stats)
+    if world is not None and world.encoder is not None:
+        files |= _world_encoder_files(world_encoder, cfg.world.world_vision_model_name)
     resolved = ResolvedConfig(
         **{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name != "n_action_steps"},
         n_action_steps=steps,
@@ -131,6 +136,7 @@ def load_policy(
         ),
         compile=compile,
         cuda_graphs=cuda_graphs,
+        fingerprint=fingerprint(files),
         stats_file=None if stats is None else str(stats),
         world_window=None if world is None else world.rollout.window,
         world_preprocess=None if world is None else world_preprocess,
@@ -183,12 +189,43 @@ def _tokenizer(processors: lp.ProcessorSpec, cfg, vlm_dir: Path, explicit: bool,
         max_length=spec.max_length, padding=spec.padding, padding_side=spec.padding_side,
         truncation=spec.truncation, append_newline=processors.appends_newline,
     )
-    if spec.local_dir is not None and (ckpt_dir / spec.local_dir / "tokenizer.json").is_file():
-        return TaskTokenizer(ckpt_dir / spec.local_dir, settings)
+    if spec.local_dir is not None:
+        local = inside(ckpt_dir, str(spec.local_dir), f"{ckpt_dir}/policy_preprocessor.json tokenizer artifacts")
+        if (local / "tokenizer.json").is_file():
+            return TaskTokenizer(local, settings)
     directory = vlm_dir
     if spec.tokenizer_name and spec.tokenizer_name != cfg.vlm_model_name and not explicit:
         directory = find_model_dir(spec.tokenizer_name, None, ("tokenizer.json",), "--vlm", "tokenizer")
     return TaskTokenizer(directory, settings)
+
+
+def _input_files(
+    ckpt_dir: Path,
+    processors: lp.ProcessorSpec,
+    tokenizer: TaskTokenizer,
+    vlm_dir: Path,
+    stats: str | Path | None,
+) -> dict[str, Path]:
+    """Every file whose content changes what the policy computes, by role (run.json fingerprints them)."""
+    files = {f"checkpoint/{name}": ckpt_dir / name
+             for name in ("config.json", "model.safetensors", f"{lp.PREPROCESSOR}.json", f"{lp.POSTPROCESSOR}.json")}
+    for pipe in (processors.preprocessor, processors.postprocessor):
+        for step in pipe.steps:
+            if "state_file" in step.entry:
+                files[f"checkpoint/{step.entry['state_file']}"] = ckpt_dir / step.entry["state_file"]
+    files["vlm/config.json"] = vlm_dir / "config.json"
+    files |= {f"tokenizer/{name}": tokenizer.directory / name for name in TOKENIZER_FILES}
+    if stats is not None:
+        files[f"stats/{Path(stats).name}"] = Path(stats)
+    return files
+
+
+def _world_encoder_files(explicit: str | Path | None, repo_id: str) -> dict[str, Path]:
+    """The V-JEPA 2 files ``load_vjepa2`` read (config and safetensors, sharded or not)."""
+    model_dir = find_model_dir(repo_id, explicit, ("config.json",), "--world-encoder", "world encoder")
+    files = {"world_encoder/config.json": model_dir / "config.json"}
+    files |= {f"world_encoder/{f.name}": f for f in weight_files(model_dir, repo_id)}
+    return files
 
 
 def _set_position_ids(model: SmolVLAModel, prof: NumericsProfile, where: Path) -> None:
@@ -231,7 +268,7 @@ def _dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
     names = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
              "float16": torch.float16, "fp16": torch.float16}
     if dtype not in names:
-        raise ValueError(f"dtype={dtype!r}: use one of {sorted(names)} or None (each part as LeRobot runs it)")
+        raise UsageError(f"dtype={dtype!r}: use one of {sorted(names)} or None (each part as LeRobot runs it)")
     return names[dtype]
 
 

@@ -43,6 +43,9 @@ class ResolvedConfig(PolicyConfig):
     runtime_dtypes: dict[str, str] | None = None  # part -> dtype it runs in
     compile: bool = False
     cuda_graphs: bool = False
+    # sha256 of every input file (checkpoint, processor stats, VLM config, tokenizer, --stats, world encoder),
+    # hashed once at load; run.json keeps them, so a resume with any file changed is refused naming it.
+    fingerprint: dict[str, str] | None = None
     stats_file: str | None = None
     world_window: int | None = None  # m used at rollout (world policies)
     world_preprocess: str | None = None

@@ -26,11 +26,15 @@ class TokenizerSettings:
     append_newline: bool = True
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
 class TaskTokenizer:
     """Turns task strings into (ids [B,L] long, mask [B,L] bool) exactly as LeRobot's pipeline does."""
 
     def __init__(self, directory: str | Path, settings: TokenizerSettings) -> None:
         directory = Path(directory)
+        self.directory = directory  # the files read: tokenizer.json and TOKENIZER_FILES (run fingerprints)
         self.settings = settings
         self._tok = Tokenizer.from_file(str(directory / "tokenizer.json"))
         cfg = _read_json(directory / "tokenizer_config.json")

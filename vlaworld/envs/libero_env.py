@@ -56,10 +56,12 @@ from vlaworld.envs.constants import (
     TASK_KEY,
     TASK_TEXT_MAX_LENGTH,
 )
+from vlaworld.envs.mujoco_warnings import route_mujoco_warnings
 from vlaworld.envs.observation import format_observation
 from vlaworld.envs.rendering import configure_headless_gl
 from vlaworld.envs.stack import warn_if_unpinned
 from vlaworld.envs.tasks import LiberoTask, check_suite, load_task
+from vlaworld.errors import UsageError
 
 # Characters allowed in the task text (gymnasium's Text default is alphanumeric only, no spaces).
 TASK_CHARSET = string.ascii_letters + string.digits + string.punctuation + " "
@@ -104,18 +106,18 @@ class LiberoEnvConfig:
     def __post_init__(self) -> None:
         check_suite(self.suite)
         if self.init_protocol not in INIT_PROTOCOLS:
-            raise ValueError(f"init_protocol {self.init_protocol!r} unknown; expected one of {INIT_PROTOCOLS}")
+            raise UsageError(f"init_protocol {self.init_protocol!r} unknown; expected one of {INIT_PROTOCOLS}")
         if self.max_steps is None:
             object.__setattr__(self, "max_steps", MAX_STEPS[self.suite])
         if self.image_size is None:
             object.__setattr__(self, "image_size", IMAGE_SIZES[self.init_protocol])
         if not 0 < self.max_steps <= ROBOSUITE_HORIZON - SETTLE_STEPS:
-            raise ValueError(
+            raise UsageError(
                 f"max_steps={self.max_steps} must be in 1..{ROBOSUITE_HORIZON - SETTLE_STEPS} "
                 f"(robosuite horizon {ROBOSUITE_HORIZON} minus {SETTLE_STEPS} settle steps)"
             )
         if self.image_size <= 0:
-            raise ValueError(f"image_size must be positive, got {self.image_size}")
+            raise UsageError(f"image_size must be positive, got {self.image_size}")
 
 
 def observation_space(image_size: int) -> spaces.Dict:
@@ -171,6 +173,7 @@ class LiberoEnv(gym.Env):
         if self._sim is None:
             configure_headless_gl()
             warn_if_unpinned()
+            route_mujoco_warnings()
             from libero.libero.envs import OffScreenRenderEnv
 
             size = self.config.image_size
@@ -247,9 +250,10 @@ class LiberoEnv(gym.Env):
         unknown = set(options) - RESET_OPTIONS
         if unknown:
             raise ValueError(f"Unknown reset options {sorted(unknown)}; supported: {sorted(RESET_OPTIONS)}")
-        episode = int(options.get("episode", 0))
-        if episode < 0:
-            raise ValueError(f"episode must be >= 0, got {episode}")
+        episode = options.get("episode", 0)
+        if isinstance(episode, (bool, np.bool_)) or not isinstance(episode, (int, np.integer)) or episode < 0:
+            raise ValueError(f"options['episode'] must be an integer >= 0, got {episode!r}")
+        episode = int(episode)
         env_seed = SEED_BASE + episode if seed is None else int(seed)
         init_index = episode % N_INIT_STATES
         raw = self._run_recipe(self._simulator(), env_seed, init_index)
@@ -310,6 +314,9 @@ class LiberoEnv(gym.Env):
         action = np.asarray(action, dtype=np.float64)
         if action.shape != (ACTION_DIM,):
             raise ValueError(f"action must have shape ({ACTION_DIM},), got {action.shape}")
+        if not np.isfinite(action).all():
+            raise ValueError(f"action {action.tolist()} is not finite; MuJoCo would integrate NaN and the episode "
+                             "would read as an ordinary failure. Check the policy (weights, normalisation stats).")
         self._render_now = bool(self._cameras)
         raw, _, _, _ = self._simulator().step(action)
         self._steps += 1

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from vlaworld.envs.constants import N_INIT_STATES, SUITES, TASK_ORDER_INDEX
+from vlaworld.errors import UsageError
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -33,7 +34,7 @@ def check_suite(suite: str) -> None:
     if suite not in SUITES:
         close = difflib.get_close_matches(suite, SUITES, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"Unknown LIBERO suite {suite!r}; expected one of {', '.join(SUITES)}.{hint}")
+        raise UsageError(f"Unknown LIBERO suite {suite!r}; expected one of {', '.join(SUITES)}.{hint}")
 
 
 def _benchmark(suite: str):  # -> libero.libero.benchmark.Benchmark
@@ -57,7 +58,7 @@ def load_task(suite: str, task_id: int) -> LiberoTask:
     check_suite(suite)
     bench = _benchmark(suite)
     if not 0 <= task_id < bench.n_tasks:
-        raise ValueError(f"task_id {task_id} out of range for {suite}: it has tasks 0..{bench.n_tasks - 1}")
+        raise UsageError(f"task_id {task_id} out of range for {suite}: it has tasks 0..{bench.n_tasks - 1}")
     task = bench.get_task(task_id)
     with contextlib.redirect_stdout(io.StringIO()):
         init_states = np.asarray(bench.get_task_init_states(task_id))

@@ -26,12 +26,14 @@ from pathlib import Path
 from typing import Any
 
 from vlaworld.envs.constants import DEFAULT_INIT_PROTOCOL, INIT_PROTOCOLS
+from vlaworld.errors import UsageError, VlaworldError
 from vlaworld.eval.episode import NOISE_DERIVATION, EpisodeId, episode_list, parse_tasks, shard
+from vlaworld.eval.lock import run_dir_lock
 from vlaworld.eval.shards import PER_RANK_FIELDS, ShardInfo, from_env, merge_if_complete, shard_config
 from vlaworld.eval.progress import Progress
 from vlaworld.eval.results import (
+    POLICY_ERROR,
     SUMMARY_JSON,
-    ConfigChanged,
     EpisodeRecord,
     EpisodeWriter,
     RunInfo,
@@ -41,13 +43,13 @@ from vlaworld.eval.results import (
     write_run_info,
 )
 from vlaworld.eval.summary import write_summary
+from vlaworld.eval.validate import check_args
 from vlaworld.eval.scheduler import (
     WORKER_TIMEOUT_S,
     ChunkPolicy,
     RunStats,
     Scheduler,
     SchedulerConfig,
-    WorkersBroken,
 )
 from vlaworld.models.world_config import MEMORY_MODES, WORLD_PREPROCESS_MODES
 from vlaworld.numerics import DEFAULT_PROFILE, PROFILES
@@ -155,14 +157,14 @@ def build_policy(args: argparse.Namespace) -> tuple[ChunkPolicy, dict[str, Any],
         from vlaworld.eval.policies import ScriptedChunkPolicy
 
         if args.suite != "libero_spatial":
-            raise ValueError("--policy scripted solves libero_spatial tasks only; pass --suite libero_spatial")
+            raise UsageError("--policy scripted solves libero_spatial tasks only; pass --suite libero_spatial")
         for flag, value in (("--memory", args.memory), ("--n-action-steps", args.n_action_steps),
                             ("--dtype", args.dtype), ("--vlm", args.vlm), ("--stats", args.stats),
                             ("--world-encoder", args.world_encoder), ("--compile", args.compile or None),
                             ("--numerics", args.numerics), ("--world-preprocess", args.world_preprocess),
                             ("--cuda-graphs", args.cuda_graphs or None)):
             if value is not None:
-                raise ValueError(f"{flag} applies to neural policies; drop it with --policy scripted")
+                raise UsageError(f"{flag} applies to neural policies; drop it with --policy scripted")
         return ScriptedChunkPolicy(), {"policy": "scripted", "n_action_steps": 1, "memory": None}, None
 
     import vlaworld
@@ -239,13 +241,34 @@ def _run_part(
     extra: Mapping[str, Any] | None,
     on_record: Callable[[EpisodeRecord], None] | None,
 ) -> tuple[list[EpisodeRecord], RunStats]:
+    with run_dir_lock(out):  # a second evaluator on this directory stops here
+        return _run_locked(out, config, episodes, policy, scheduler, checkpoint_hash=checkpoint_hash,
+                           sim_stack=sim_stack, progress=progress, extra=extra, on_record=on_record)
+
+
+def _run_locked(
+    out: Path,
+    config: Mapping[str, Any],
+    episodes: Sequence[EpisodeId],
+    policy: ChunkPolicy,
+    scheduler: SchedulerConfig,
+    *,
+    checkpoint_hash: str | None,
+    sim_stack: Mapping[str, Any] | None,
+    progress: bool | None,
+    extra: Mapping[str, Any] | None,
+    on_record: Callable[[EpisodeRecord], None] | None,
+) -> tuple[list[EpisodeRecord], RunStats]:
     stored = check_resume(out, config, checkpoint_hash=checkpoint_hash, sim_stack=sim_stack, ignore=RESUME_IGNORE)
     if stored is None:
         write_run_info(out, RunInfo(config=config, checkpoint_hash=checkpoint_hash, versions=versions(),
                                     sim_stack=sim_stack or {}, extra=dict(extra or {})))
+    elif stored.config.get("label") != config.get("label"):  # the one field a resume may change
+        write_run_info(out, dataclasses.replace(stored, config={**stored.config, "label": config.get("label")}))
     wanted = {e.key for e in episodes}
     done = [r for r in read_episodes(out).records if r.key in wanted] if episodes_path(out).exists() else []
-    finished = {r.key for r in done if r.error is None}  # error episodes (infrastructure) run again
+    # Infrastructure errors run again; a policy error (non-finite actions) is the policy's own outcome.
+    finished = {r.key for r in done if r.error is None or r.extra.get("error_kind") == POLICY_ERROR}
     todo = [e for e in episodes if e.key not in finished]
     bar = Progress(len(episodes), done, enabled=progress)
     stats = RunStats()
@@ -262,9 +285,8 @@ def _run_part(
     finally:
         bar.close()
     records = [r for r in read_episodes(out).records if r.key in wanted]
-    if not todo and (out / SUMMARY_JSON).is_file():  # nothing ran: keep the throughput of the run that did
-        throughput = dict(json.loads((out / SUMMARY_JSON).read_text(encoding="utf-8")).get("throughput", {}))
-        write_summary(out, records, throughput=throughput, notes=["All episodes were already finished."])
+    if not todo:  # nothing ran: keep the throughput of the run that did, if its summary is readable
+        write_summary(out, records, throughput=_previous_throughput(out), notes=["All episodes were already finished."])
         return records, stats
     throughput = stats.throughput(scheduler.n_envs)
     world_calls = getattr(getattr(policy, "policy", None), "world_encoder_calls", None)
@@ -276,20 +298,30 @@ def _run_part(
     return records, stats
 
 
+def _previous_throughput(out: Path) -> dict[str, Any]:
+    """The throughput section of an existing summary.json; a derived file never blocks a resume."""
+    try:
+        doc = json.loads((out / SUMMARY_JSON).read_text(encoding="utf-8"))
+        return dict(doc.get("throughput", {})) if isinstance(doc, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     import vlaworld.envs as envs
 
     try:
+        check_args(args)
         shard_info = from_env()
-        n_envs = args.n_envs or max(1, default_n_envs() // shard_info.local_world_size)
+        n_envs = args.n_envs if args.n_envs is not None else max(1, default_n_envs() // shard_info.local_world_size)
         if shard_info.active and args.device in ("auto", "cuda"):
             args.device = shard_info.device(_device(args.device))  # one GPU per rank
         tasks = parse_tasks(args.tasks, envs.num_tasks(args.suite))
         episodes = episode_list(args.suite, tasks, args.episodes)
         policy, fields, ckpt_hash = build_policy(args)
         if fields.get("memory") == "shuffle" and (n_envs < 2 or args.max_batch == 1):
-            raise ValueError("--memory shuffle gives each episode the memory of another episode in its batch: "
+            raise UsageError("--memory shuffle gives each episode the memory of another episode in its batch: "
                              "it needs --n-envs >= 2 and --max-batch >= 2")
         max_steps = args.max_steps if args.max_steps is not None else envs.MAX_STEPS[args.suite]
         config = {
@@ -313,7 +345,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 extra={"n_envs": n_envs, "max_batch": args.max_batch, "videos": args.videos,
                        "torch_threads": torch_threads, "argv": list(sys.argv), "started_utc": started},
             )
-    except (ConfigChanged, ValueError, FileNotFoundError, WorkersBroken) as exc:
+    except (VlaworldError, OSError) as exc:  # bad input or environment (disk full, read-only...): one line
         print(f"vlaworld.eval: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -322,9 +354,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     ok = [r for r in records if r.error is None]
     wins = sum(r.success for r in ok)
+    policy_errors = sum(r.extra.get("error_kind") == POLICY_ERROR for r in records if r.error is not None)
     t = stats.throughput(n_envs)
     where = shard_info.run_dir(args.out)
-    print(f"{where}: {wins}/{len(ok)} successes, {len(records) - len(ok)} errors; this run "
+    print(f"{where}: {wins}/{len(ok)} successes, {len(records) - len(ok) - policy_errors} infrastructure errors, "
+          f"{policy_errors} policy errors (non-finite actions); this run "
           f"{stats.episodes} episodes in {stats.wall_s:.1f} s ({t['env_steps_per_s']:.1f} env steps/s). "
           f"See {where / 'summary.md'}")
     return 0

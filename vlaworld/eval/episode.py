@@ -19,6 +19,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from vlaworld.errors import UsageError
+
 if TYPE_CHECKING:
     import torch
 
@@ -92,21 +94,21 @@ def parse_tasks(text: str, n_tasks: int) -> tuple[int, ...]:
     for part in text.split(","):
         m = _RANGE.match(part.strip())
         if m is None:
-            raise ValueError(f"--tasks {text!r}: {part!r} is not a task id or range; use e.g. '0-9' or '0,3,5-7'")
+            raise UsageError(f"--tasks {text!r}: {part!r} is not a task id or range; use e.g. '0-9' or '0,3,5-7'")
         lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
         if hi < lo:
-            raise ValueError(f"--tasks {text!r}: range {part!r} is empty (write low-high)")
+            raise UsageError(f"--tasks {text!r}: range {part!r} is empty (write low-high)")
         ids.update(range(lo, hi + 1))
     bad = sorted(i for i in ids if i >= n_tasks)
     if bad:
-        raise ValueError(f"--tasks {text!r}: task ids {bad} do not exist; the suite has tasks 0..{n_tasks - 1}")
+        raise UsageError(f"--tasks {text!r}: task ids {bad} do not exist; the suite has tasks 0..{n_tasks - 1}")
     return tuple(sorted(ids))
 
 
 def episode_list(suite: str, tasks: Iterable[int], n_episodes: int) -> list[EpisodeId]:
     """Task-major order: all episodes of task 0, then task 1, ... (workers mostly keep their env)."""
     if n_episodes < 1:
-        raise ValueError(f"--episodes must be >= 1, got {n_episodes}")
+        raise UsageError(f"--episodes must be >= 1, got {n_episodes}")
     return [EpisodeId(suite=suite, task_id=t, episode=e) for t in tasks for e in range(n_episodes)]
 
 

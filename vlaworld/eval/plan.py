@@ -49,6 +49,7 @@ PLAN_KEYS = frozenset({"out", "defaults", "run", "compare"})
 RUN_KEYS = frozenset({"name", "overrides"})  # every other key of a run is an evaluator flag
 COMPARE_KEYS = frozenset({"contrasts", "intersect", "bootstrap", "seed"})
 RESERVED_FLAGS = frozenset({"out", "label"})  # set by the plan from `out` and the run's name
+COMPARE_DIR = "compare"  # OUT/compare: the comparison report (no run may take the name)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -125,6 +126,8 @@ def parse_plan(doc: Mapping[str, Any], base: Path) -> Plan:
             raise PlanError(f"{where}: `name` must be a folder-safe name like 'E2-zero', got {name!r}")
         if name in seen:
             raise PlanError(f"{where}: duplicate run name {name!r} (names are the run folders)")
+        if name == COMPARE_DIR:
+            raise PlanError(f"{where}: a run may not be named {COMPARE_DIR!r}: OUT/{COMPARE_DIR} holds the report")
         seen.add(name)
         own = _flags({k: v for k, v in raw.items() if k not in RUN_KEYS}, f"{where} ({name})", known)
         overrides = _flags(raw.get("overrides", {}), f"{where} ({name}).overrides", known)
@@ -176,7 +179,7 @@ def run_plan(plan: Plan, *, dry_run: bool = False, runner: Callable[[list[str]],
     from vlaworld.eval.compare import compare
 
     c = plan.compare
-    _, text = compare([plan.out / r.name for r in plan.runs], out=plan.out / "compare",
+    _, text = compare([plan.out / r.name for r in plan.runs], out=plan.out / COMPARE_DIR,
                       intersect=bool(c.get("intersect", False)), contrasts=list(c.get("contrasts", ())),
                       n_resamples=int(c.get("bootstrap", 2000)), seed=int(c.get("seed", 0)))
     print(text)

@@ -43,6 +43,11 @@ _FIELDS: dict[str, tuple[type, ...]] = {
 EPISODE_FIELDS = tuple(_FIELDS)
 
 EpisodeKey = tuple[str, int, int]
+# ``error_kind`` of a record whose ``error`` is set: the policy produced non-finite actions (its episode was
+# stopped unstepped, and is not re-run on resume), or the infrastructure failed (a worker crashed or hung;
+# re-run on resume). Neither is ever scored as a success or a failure.
+POLICY_ERROR = "policy"
+INFRASTRUCTURE_ERROR = "infrastructure"
 
 
 class ResultsFormatError(VlaworldError, ValueError):
@@ -155,7 +160,8 @@ def read_episodes(path: str | os.PathLike) -> EpisodeLog:
     path = episodes_path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no episodes file at {path}; pass a run directory made by `python -m vlaworld.eval`")
-    lines = path.read_bytes().split(b"\n")
+    data = path.read_bytes()
+    lines = data.split(b"\n")
     if lines[-1] == b"":  # the file ends in a newline
         lines.pop()
     torn: str | None = None
@@ -168,10 +174,13 @@ def read_episodes(path: str | os.PathLike) -> EpisodeLog:
         try:
             record = _parse_line(raw, f"{path}:{lineno}")
         except _NotJSON as exc:
-            if lineno == len(lines):
+            if lineno == len(lines) and not data.endswith(b"\n"):  # a write cut short: the writer cuts it too
                 torn = raw.decode("utf-8", errors="replace")
                 break
-            raise ResultsFormatError(f"{exc}; only the last line may be torn. Repair or delete that line.") from exc
+            raise ResultsFormatError(
+                f"{exc}. Only an unfinished last line (no newline: a killed write) is skipped; this one is garbage. "
+                f"Look at it, then delete it with: sed -i '{lineno}d' {path}"
+            ) from exc
         kept = first.setdefault(record.key, record)
         if kept is not record:
             duplicates += 1
@@ -261,11 +270,15 @@ def _write_atomic(path: Path, text: str) -> None:
     The temporary name is per process: concurrent ranks of a sharded run write the same files.
     """
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full or read-only disk leaves no *.tmp behind
+        raise
 
 
 # ---------------------------------------------------------------- run.json
@@ -297,7 +310,11 @@ def read_run_info(run_dir: str | os.PathLike) -> RunInfo | None:
     path = Path(run_dir) / RUN_FILE
     if not path.is_file():
         return None
-    doc = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ResultsFormatError(f"{path} is not valid JSON ({exc}); it records how the run was started. "
+                                 "Restore it, or start over in a new --out directory.") from exc
     if not isinstance(doc, dict) or not isinstance(doc.get("config"), dict):
         raise ResultsFormatError(f"{path}: expected an object with a 'config' object")
     known = ("config", "checkpoint_hash", "versions", "sim_stack")

@@ -29,9 +29,9 @@ from typing import Any, Protocol
 import numpy as np
 
 from vlaworld.envs.constants import N_INIT_STATES, SEED_BASE
-from vlaworld.errors import VlaworldError
+from vlaworld.errors import UsageError, VlaworldError
 from vlaworld.eval.episode import EpisodeId
-from vlaworld.eval.results import EpisodeRecord
+from vlaworld.eval.results import INFRASTRUCTURE_ERROR, POLICY_ERROR, EpisodeRecord
 from vlaworld.eval.worker import (
     Actions,
     ChunkRequest,
@@ -89,9 +89,9 @@ class SchedulerConfig:
 
     def __post_init__(self) -> None:
         if self.n_envs < 1:
-            raise ValueError(f"--n-envs must be >= 1, got {self.n_envs}")
+            raise UsageError(f"--n-envs must be >= 1, got {self.n_envs}")
         if self.max_batch is not None and self.max_batch < 1:
-            raise ValueError(f"--max-batch must be >= 1, got {self.max_batch}")
+            raise UsageError(f"--max-batch must be >= 1, got {self.max_batch}")
         if self.start_method not in ("forkserver", "spawn"):
             raise ValueError("workers start with 'forkserver' or 'spawn' (fork would share GL/CUDA state)")
 
@@ -110,6 +110,7 @@ class RunStats:
     rendered_steps: int = 0
     worker_restarts: int = 0
     errors: int = 0
+    policy_errors: int = 0  # episodes stopped for non-finite actions
     # Per worker process: seconds from its start to its first answer (process start-up, env build, the
     # first reset). Paid once per process (a worker changing task builds again); it dominates short runs.
     setup_s: list[float] = field(default_factory=list)
@@ -334,6 +335,23 @@ class Scheduler:
                                               time.perf_counter() - slot.started))
         self._assign(fresh, state)
 
+    def _policy_error(self, slot: _Slot, state: _State, task: str, nonfinite: int, n_actions: int) -> None:
+        """The policy produced non-finite actions: record the episode as a policy error, unstepped, and go on."""
+        episode = slot.episode
+        extra = dict(self.policy.end_episode(episode))
+        extra.update(attempts=state.attempts[episode], error_kind=POLICY_ERROR, nonfinite_actions=nonfinite)
+        state.stats.policy_errors += 1
+        state.on_record(EpisodeRecord(
+            suite=episode.suite, task_id=episode.task_id, task=task, episode=episode.episode, seed=SEED_BASE + episode.episode, init_state=episode.episode % N_INIT_STATES,
+            success=False, steps=slot.steps, wall_s=round(time.perf_counter() - slot.started, 4),
+            error=(f"the policy produced {nonfinite} non-finite action(s) among the {n_actions} of the chunk at "
+                   f"step {slot.steps}; they were not sent to the simulator and the episode was stopped. Check the "
+                   "checkpoint's weights and normalisation stats."),
+            extra=extra,
+        ))
+        slot.episode = None
+        self._assign(slot, state)  # the worker starts the next episode over the abandoned one
+
     def _infer(self, state: _State) -> None:
         """Policy calls over every worker waiting for a chunk (mixed tasks), max_batch rows at a time."""
         waiting = [s for s in self._slots if s.waiting is not None]
@@ -351,9 +369,14 @@ class Scheduler:
         state.stats.policy_calls += 1
         state.stats.policy_rows += len(group)
         for slot, chunk in zip(group, chunks, strict=True):
+            task = str(slot.waiting.observation.get("task", ""))
             slot.waiting = None
             slot.sent_at = time.perf_counter()
             actions = np.ascontiguousarray(chunk[: self.policy.n_action_steps], dtype=np.float32)
+            nonfinite = int((~np.isfinite(actions)).any(axis=1).sum())
+            if nonfinite:  # never stepped: the simulator would turn NaN into a "failure"
+                self._policy_error(slot, state, task, nonfinite, len(actions))
+                continue
             try:
                 slot.conn.send(Actions(actions=actions))
             except (BrokenPipeError, ConnectionResetError):
@@ -370,5 +393,6 @@ def _error_record(episode: EpisodeId, task: str, error: str, attempts: int, wall
     return EpisodeRecord(
         suite=episode.suite, task_id=episode.task_id, task=task, episode=episode.episode,
         seed=SEED_BASE + episode.episode, init_state=episode.episode % N_INIT_STATES,
-        success=False, steps=0, wall_s=round(wall_s, 4), error=error, extra={"attempts": attempts},
+        success=False, steps=0, wall_s=round(wall_s, 4), error=error,
+        extra={"attempts": attempts, "error_kind": INFRASTRUCTURE_ERROR},
     )

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vlaworld.errors import UsageError
 from vlaworld.eval.episode import EpisodeId
 from vlaworld.eval.results import (
     SUMMARY_JSON,
@@ -46,9 +47,9 @@ class ShardInfo:
 
     def __post_init__(self) -> None:
         if not 0 <= self.rank < self.world_size:
-            raise ValueError(f"RANK={self.rank} must be in 0..WORLD_SIZE-1={self.world_size - 1}")
+            raise UsageError(f"RANK={self.rank} must be in 0..WORLD_SIZE-1={self.world_size - 1}")
         if not 0 <= self.local_rank < self.local_world_size:
-            raise ValueError(f"LOCAL_RANK={self.local_rank} must be below LOCAL_WORLD_SIZE={self.local_world_size}")
+            raise UsageError(f"LOCAL_RANK={self.local_rank} must be below LOCAL_WORLD_SIZE={self.local_world_size}")
 
     @property
     def active(self) -> bool:
@@ -71,7 +72,7 @@ def from_env(environ: Mapping[str, str] = os.environ) -> ShardInfo:
         try:
             return default if value in (None, "") else int(value)
         except ValueError as exc:
-            raise ValueError(f"environment variable {name}={value!r} must be an integer") from exc
+            raise UsageError(f"environment variable {name}={value!r} must be an integer") from exc
 
     world = get("WORLD_SIZE", 1)
     return ShardInfo(rank=get("RANK", 0), world_size=world, local_rank=get("LOCAL_RANK", 0),

@@ -14,7 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vlaworld.eval.results import SUMMARY_JSON, SUMMARY_MD, EpisodeRecord, _write_atomic
+from vlaworld.eval.results import (
+    INFRASTRUCTURE_ERROR,
+    POLICY_ERROR,
+    SUMMARY_JSON,
+    SUMMARY_MD,
+    EpisodeRecord,
+    _write_atomic,
+)
 from vlaworld.eval.stats import wilson_interval
 
 
@@ -24,7 +31,8 @@ class Rate:
 
     n: int
     successes: int
-    errors: int = 0
+    errors: int = 0  # every episode with ``error`` set
+    policy_errors: int = 0  # of which: the policy produced non-finite actions (results.POLICY_ERROR)
 
     @property
     def rate(self) -> float | None:
@@ -36,19 +44,20 @@ class Rate:
 
     def to_json(self) -> dict[str, Any]:
         return {"n": self.n, "successes": self.successes, "rate": self.rate,
-                "ci95": list(self.ci95), "errors": self.errors}
+                "ci95": list(self.ci95), "errors": self.errors, "policy_errors": self.policy_errors}
 
 
 def rate_of(records: Iterable[EpisodeRecord]) -> Rate:
     """Errors are counted apart, never as failures."""
-    n = successes = errors = 0
+    n = successes = errors = policy_errors = 0
     for r in records:
         if r.error is not None:
             errors += 1
+            policy_errors += r.extra.get("error_kind") == POLICY_ERROR
         else:
             n += 1
             successes += bool(r.success)
-    return Rate(n=n, successes=successes, errors=errors)
+    return Rate(n=n, successes=successes, errors=errors, policy_errors=policy_errors)
 
 
 def task_label(record: EpisodeRecord, *, multi_suite: bool) -> str:
@@ -85,29 +94,30 @@ def write_summary(
     run_dir = Path(run_dir)
     records = list(records)
     doc = summarize(records)
-    doc["errors"] = [{"suite": r.suite, "task_id": r.task_id, "episode": r.episode, "error": r.error}
-                     for r in records if r.error is not None]
+    doc["errors"] = [{"suite": r.suite, "task_id": r.task_id, "episode": r.episode, "error": r.error,
+                      "kind": r.extra.get("error_kind", INFRASTRUCTURE_ERROR)} for r in records if r.error is not None]
     doc["throughput"] = dict(throughput or {})
     doc["notes"] = list(notes) + [
-        "Rates exclude episodes with errors (counted under 'errors'). Wilson 95 % intervals cover "
+        "Rates exclude episodes with errors (counted under 'errors': infrastructure faults, and 'policy_errors': "
+        "episodes stopped because the policy produced non-finite actions). Wilson 95 % intervals cover "
         "episode sampling only, not training-seed variance."
     ]
     json_path, md_path = run_dir / SUMMARY_JSON, run_dir / SUMMARY_MD
     _write_atomic(json_path, json.dumps(doc, indent=2, allow_nan=False) + "\n")
-    rows = ["| task | successes / n | rate % | 95 % CI | errors | instruction |", "|---|---|---|---|---|---|"]
+    rows = ["| task | successes / n | rate % | 95 % CI | errors (policy) | instruction |", "|---|---|---|---|---|---|"]
     for key, t in doc["per_task"].items():
         rows.append(f"| {key} | {t['successes']}/{t['n']} | {_pct(t['rate'])} | "
-                    f"{_pct(t['ci95'][0])}–{_pct(t['ci95'][1])} | {t['errors']} | {t['task']} |")
+                    f"{_pct(t['ci95'][0])}–{_pct(t['ci95'][1])} | {t['errors']} ({t['policy_errors']}) | {t['task']} |")
     o = doc["overall"]
     rows.append(f"| **all** | **{o['successes']}/{o['n']}** | **{_pct(o['rate'])}** | "
-                f"{_pct(o['ci95'][0])}–{_pct(o['ci95'][1])} | {o['errors']} | |")
+                f"{_pct(o['ci95'][0])}–{_pct(o['ci95'][1])} | {o['errors']} ({o['policy_errors']}) | |")
     lines = [f"# Run summary: {run_dir.name}", "", f"Suites: {', '.join(doc['suites'])}", "", *rows, ""]
     if doc["throughput"]:
         lines += ["## Throughput", ""] + [
             f"- {k}: {'n/a' if v is None else format(v, 'g')}" for k, v in doc["throughput"].items()] + [""]
     if doc["errors"]:
         lines += ["## Errors (not counted as failures)", ""] + [
-            f"- task {e['task_id']} episode {e['episode']}: {e['error']}" for e in doc["errors"][:50]] + [""]
+            f"- task {e['task_id']} episode {e['episode']} ({e['kind']}): {e['error']}" for e in doc["errors"][:50]] + [""]
     lines += ["## Notes", ""] + [f"- {n}" for n in doc["notes"]] + [""]
     _write_atomic(md_path, "\n".join(lines))
     return json_path, md_path

@@ -24,19 +24,17 @@ fills it with ``assign=True``.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
 from torch import nn
 
-from vlaworld.models.registry import lookup
-
+from vlaworld.files import open_safetensors, read_json
 from vlaworld.hub import ModelFilesNotFound, find_model_dir
+from vlaworld.models.registry import lookup
 from vlaworld.statedict import load_strict
 
 DEFAULT_REPO = "facebook/vjepa2-vitg-fpc64-256"  # the plugin's world_vision_model_name
@@ -293,7 +291,7 @@ def weight_files(model_dir: Path, repo_id: str) -> list[Path]:
         return [single]
     index = model_dir / "model.safetensors.index.json"
     if index.is_file():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        shards = sorted(set(read_json(index).get("weight_map", {}).values()))
         missing = [s for s in shards if not (model_dir / s).is_file()]
         if missing:
             raise ModelFilesNotFound(f"{index} lists shards that are not there: {', '.join(missing)}")
@@ -319,10 +317,10 @@ def load_vjepa2(
     model_dir = find_model_dir(
         repo_id, explicit=path, required=("config.json",), flag="--world-encoder", what="world encoder"
     )
-    config = VJEPA2Config.from_hf(json.loads((model_dir / "config.json").read_text()))
+    config = VJEPA2Config.from_hf(read_json(model_dir / "config.json"))
     tensors: dict[str, torch.Tensor] = {}
     for file in weight_files(model_dir, repo_id):
-        with safe_open(str(file), framework="pt", device="cpu") as f:
+        with open_safetensors(file) as f:
             for key in f.keys():
                 t = f.get_tensor(key)  # cast one tensor at a time: peak memory stays ~1x the target
                 tensors[key] = t.to(device=device, dtype=dtype if dtype is not None else t.dtype)

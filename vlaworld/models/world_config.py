@@ -79,11 +79,11 @@ class WorldConfig:
         return self.implied_window or 1
 
     @classmethod
-    def from_lerobot(cls, d: dict) -> WorldConfig:
+    def from_lerobot(cls, d: dict, source: object = "config.json") -> WorldConfig:
         for name, default in WORLD_ABLATIONS.items():
             if name in d and d[name] != default:
                 raise WorldConfigError(
-                    f"config.json {name}={d[name]!r}: this fusion ablation changes the architecture and is "
+                    f"{source}: {name}={d[name]!r}: this fusion ablation changes the architecture and is "
                     f"not implemented in vlaworld (only {name}={default!r} runs)"
                 )
         kwargs = {f.name: d[f.name] for f in fields(cls) if f.name in d}
