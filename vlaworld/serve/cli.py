@@ -62,7 +62,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
     import vlaworld
-    from vlaworld.serve.server import PolicyServer, ServeConfig
+    from vlaworld.serve.config import ServeConfig
+    from vlaworld.serve.server import PolicyServer
 
     if args.threads:
         torch.set_num_threads(args.threads)

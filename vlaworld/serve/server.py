@@ -23,6 +23,7 @@ from websockets.http11 import Request as HttpRequest, Response as HttpResponse
 from vlaworld.checkpoint import checkpoint_hash
 from vlaworld.policy import Policy
 from vlaworld.serve.batcher import Batcher
+from vlaworld.serve.config import ServeConfig
 from vlaworld.serve.engine import PolicyEngine, Row
 from vlaworld.serve.metadata import build_metadata, observation_spec
 from vlaworld.serve.observation import ObservationError, parse_request
@@ -31,23 +32,6 @@ from vlaworld.serve.wire import WireError, packb, unpackb
 
 log = logging.getLogger("vlaworld.serve")
 HEALTH_PATH = "/healthz"
-
-
-@dataclass(frozen=True, kw_only=True)
-class ServeConfig:
-    host: str = "0.0.0.0"
-    port: int = 8000  # openpi's default; 0 lets the OS choose (PolicyServer.port tells which)
-    window_ms: float = 5.0  # how long a batch waits for more requests once the first has arrived
-    max_batch: int = 32  # rows per policy call at most
-    max_message_mb: float = 256.0  # larger messages are refused (a 256² camera frame is 0.2 MB)
-
-    def __post_init__(self) -> None:
-        if self.window_ms < 0:
-            raise ValueError(f"window_ms must be >= 0, got {self.window_ms}")
-        if self.max_batch < 1:
-            raise ValueError(f"max_batch must be >= 1, got {self.max_batch}")
-        if not 0 <= self.port < 65536:
-            raise ValueError(f"port must be in 0..65535, got {self.port}")
 
 
 @dataclass(kw_only=True)
@@ -77,6 +61,11 @@ class PolicyServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
+
+    @property
+    def open_connections(self) -> int:
+        """Connections open now (a batch closes early once each has asked)."""
+        return self._open
 
     @property
     def url(self) -> str:
@@ -199,11 +188,4 @@ def _health(connection: ServerConnection, request: HttpRequest) -> HttpResponse 
     if request.path == HEALTH_PATH:
         return connection.respond(http.HTTPStatus.OK, "OK\n")
     return None
-
-
-def serve(policy: Policy, *, host: str = "0.0.0.0", port: int = 8000, window_ms: float = 5.0,
-          max_batch: int = 32, policy_kind: str = "checkpoint") -> None:
-    """Serve ``policy`` (a loaded ``vlaworld.Policy``) over openpi's WebSocket protocol until interrupted."""
-    config = ServeConfig(host=host, port=port, window_ms=window_ms, max_batch=max_batch)
-    PolicyServer(policy, config, policy_kind=policy_kind).serve_forever()
 

@@ -1,0 +1,5 @@
+"""Errors a caller of the server may catch without importing the server (no ``websockets`` needed)."""
+
+
+class PolicyServerError(RuntimeError):
+    """The server could not be reached, closed the connection, or refused a request."""
