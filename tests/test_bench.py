@@ -166,6 +166,7 @@ def test_cli_served_part_reports_rates_and_percentiles_per_client_count(capsys):
                    "--served-requests", "2")
     served = out["served"]
     assert served["in_process"]["latency_ms"]["n"] == 2 and served["in_process"]["requests_per_s"] > 0
+    assert set(served["in_process"]["batched_rows_per_s"]) == {"3"}
     assert set(served["clients"]) == {"1", "3"}
     one, three = served["clients"]["1"], served["clients"]["3"]
     assert (one["requests"], three["requests"]) == (2, 6)

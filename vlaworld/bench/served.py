@@ -2,7 +2,8 @@
 on the demo policy, against calling the same policy in-process.
 
 Every request is what the evaluator sends at a chunk boundary (two 256² cameras, the 8-d state, the task,
-the world camera's last m+T−1 frames), one unbatched sample; every reply a whole chunk. The server runs
+the world camera's last m+T−1 frames), one unbatched sample; every reply a whole chunk. The in-process
+rows/s of one call on n stacked samples is the ceiling that batching n clients can reach. The server runs
 in its own process with the same torch thread count as the in-process call; each client is a thread with
 its own connection (session), sending its next request as soon as its reply arrives. Latency is the
 client's round trip; ``mean_batch`` is the rows per policy call the replies report.
@@ -83,8 +84,18 @@ def _in_process(config: ServedBenchConfig) -> tuple[dict[str, Any], int]:
         t0 = time.perf_counter()
         policy.predict_chunk(batch, generators=[generator])
         samples.append(time.perf_counter() - t0)
-    return {"requests_per_s": round(len(samples) / sum(samples), 2), "latency_ms": percentiles(samples)}, \
-        policy.world_frames_needed
+    batched = {}  # the ceiling batching can reach: rows/s of one in-process call on n stacked samples
+    for n in sorted({n for n in config.clients if n > 1}):
+        rows = {k: np.repeat(v, n, axis=0) if k != "task" else v * n for k, v in batch.items()}
+        policy.predict_chunk(rows)
+        times = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            policy.predict_chunk(rows)
+            times.append(time.perf_counter() - t0)
+        batched[str(n)] = round(n / float(np.median(times)), 2)
+    return {"requests_per_s": round(len(samples) / sum(samples), 2), "latency_ms": percentiles(samples),
+            "batched_rows_per_s": batched}, policy.world_frames_needed
 
 
 def _clients(url: str, n: int, config: ServedBenchConfig, obs: dict[str, Any]) -> dict[str, Any]:
@@ -149,5 +160,6 @@ def served_part(config: ServedBenchConfig, log: Callable[[str], None]) -> dict[s
         "request": {"cameras": list(CAMERAS), "image": list(IMAGE), "world_frames": world_frames,
                     "bytes": len(packb(obs))},
         "in_process": baseline, "clients": rows,
-        "note": "requests/s over all clients; latency = client round trip; in_process = predict_chunk on one sample",
+        "note": "requests/s over all clients; latency = client round trip; in_process = predict_chunk on one sample "
+                "(batched_rows_per_s: on n stacked samples, the most batching can give)",
     }
