@@ -142,3 +142,42 @@ def test_vlaworld_serve_is_the_serve_function():
     assert type(vlaworld.serve).__call__ is serve
     with pytest.raises(ValueError, match="shuffle"):
         vlaworld.serve(load_demo(memory="shuffle"), port=0)
+
+
+def test_the_command_serves_until_interrupted(tmp_path):
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "vlaworld.serve", "--ckpt", "demo", "--host", "127.0.0.1",
+                             "--port", "0", "--threads", "1"], stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline, lines = time.monotonic() + 300, []
+        while time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            lines.append(line)
+            if match := re.search(r"on ws://127\.0\.0\.1:(\d+)", line):
+                break
+            assert line or proc.poll() is None, "".join(lines)
+        else:
+            pytest.fail("the server did not report its address:\n" + "".join(lines))
+        client = client_module.WebsocketClientPolicy(host="127.0.0.1", port=int(match.group(1)))
+        assert client.get_server_metadata()["policy"]["policy"] == "demo"
+        assert client.infer(observation(0))["actions"].shape == (50, 7)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stderr.close()
+
+
+def test_the_command_explains_a_bad_checkpoint(tmp_path, capsys):
+    from vlaworld.serve.cli import main
+
+    assert main(["--ckpt", str(tmp_path / "missing"), "--port", "0"]) == 2
+    assert "vlaworld.serve: error:" in capsys.readouterr().err

@@ -3,6 +3,7 @@
     python -m vlaworld.eval --ckpt DIR|demo [--memory MODE] --suite libero_spatial --tasks 0-9 \\
         --episodes 200 --n-envs 8 --out runs/E2
     python -m vlaworld.eval --policy scripted --suite libero_spatial --tasks 0-1 --episodes 2 --out runs/s
+    python -m vlaworld.eval --policy-server ws://gpu-host:8000 --tasks 0-9 --episodes 200 --out runs/E2
 
 Writes RUN_DIR/run.json (resolved config, checkpoint hash, versions, simulator stack), one flushed
 line of RUN_DIR/episodes.jsonl per finished episode, then summary.json/summary.md. Re-running the
@@ -344,6 +345,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"vlaworld.eval: interrupted; finished episodes are in {args.out}. Re-run the same command to "
               "resume.", file=sys.stderr)
         return 130
+    if hasattr(policy, "close"):  # a served policy's connections
+        policy.close()
     ok = [r for r in records if r.error is None]
     wins = sum(r.success for r in ok)
     t = stats.throughput(n_envs)
