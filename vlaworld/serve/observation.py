@@ -62,6 +62,9 @@ def parse_request(message: Any, spec: ObservationSpec) -> Request:
     """A decoded message -> Request, or ObservationError naming the problem and the fix."""
     if not isinstance(message, Mapping):
         raise ObservationError(f"a request is a map of feature name -> value, got {type(message).__name__}")
+    odd = [k for k in message if not isinstance(k, str)]
+    if odd:
+        raise ObservationError(f"request keys must be text (feature names), got {odd[:3]}")
     message = {spec.rename.get(k, k): v for k, v in message.items()}
     reset = message.get("reset", False)
     if not isinstance(reset, (bool, np.bool_)):
