@@ -167,3 +167,21 @@ def test_memory_modes_are_served_from_the_session_generator(memory):
     noise = chunk_noise(generators, 50, 32)
     local = policy.predict_chunk(batch, noise=noise, generators=generators if memory == "random" else None)
     np.testing.assert_array_equal(np.stack([r.actions for r in served]), local.numpy())
+
+
+def test_compiled_policies_get_power_of_two_batches_and_padding_rows_are_dropped(demo):
+    from vlaworld.serve.engine import padded_size
+
+    assert [padded_size(n, True) for n in (1, 2, 3, 5, 16, 17)] == [1, 2, 4, 8, 16, 32]
+    assert padded_size(3, False) == 3
+    spec = observation_spec(demo)
+    rows = lambda: [Row(session=Session(id=50 + i, frames_needed=spec.world_frames),  # noqa: E731
+                        request=parse_request(observation(i), spec), received=0.0) for i in range(3)]
+    plain = PolicyEngine(demo).run(rows())
+    padded_engine = PolicyEngine(demo)
+    padded_engine.compiled = True  # as with compile=True, without minutes of compilation on this CPU
+    sizes = count_calls(demo)
+    padded = padded_engine.run(rows())
+    del demo.predict_chunk  # the module's policy again without the counter
+    assert sizes == [4] and [c.batch_size for c in padded] == [3, 3, 3]
+    assert max_abs([c.actions for c in plain], [c.actions for c in padded]) < 1e-5
