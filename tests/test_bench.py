@@ -159,3 +159,19 @@ def test_cli_env_parts_report_rates_and_lazy_render_speedups(capsys):
     assert per_mode["none"]["rendered_fraction"] == pytest.approx(0.1)
     assert per_mode["pred"]["rendered_fraction"] == pytest.approx(0.7)
     assert per_mode["pred"]["world_camera_only_fraction"] == pytest.approx(0.6)
+
+
+def test_cli_served_part_reports_rates_and_percentiles_per_client_count(capsys):
+    out = _run_cli(capsys, "--config", "debug", "--parts", "served", "--served-clients", "1", "3",
+                   "--served-requests", "2")
+    served = out["served"]
+    assert served["in_process"]["latency_ms"]["n"] == 2 and served["in_process"]["requests_per_s"] > 0
+    assert set(served["in_process"]["batched_rows_per_s"]) == {"3"}
+    assert set(served["clients"]) == {"1", "3"}
+    one, three = served["clients"]["1"], served["clients"]["3"]
+    assert (one["requests"], three["requests"]) == (2, 6)
+    assert one["mean_batch"] == 1.0 and 1.0 <= three["mean_batch"] <= 3.0
+    for row in (one, three):
+        lat = row["latency_ms"]
+        assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"] and row["vs_in_process"] > 0
+    assert served["request"]["world_frames"] == 7 and served["request"]["bytes"] > 7 * 256 * 256 * 3

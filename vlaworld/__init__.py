@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from vlaworld.load import load_policy
     from vlaworld.policy import Policy
+    from vlaworld.serve import serve
 
-__all__ = ["Policy", "load_policy"]
+__all__ = ["Policy", "load_policy", "serve"]
 
 
 def __getattr__(name: str) -> Any:
@@ -24,4 +25,8 @@ def __getattr__(name: str) -> Any:
         from vlaworld.policy import Policy
 
         return Policy
+    if name == "serve":  # the callable subpackage (needs the 'serve' extra): vlaworld.serve(policy, port=P)
+        import vlaworld.serve
+
+        return vlaworld.serve
     raise AttributeError(f"module 'vlaworld' has no attribute {name!r}")

@@ -8,7 +8,9 @@ Parts (``--parts``): ``chunk`` per-stage chunk latency for each batch size, eage
 ``--compile``, compiled (plus CUDA-graph replay on CUDA); ``flops`` counted FLOPs per stage and the
 floor they imply at the device's peak; ``world`` world-encoder clips per env step for each memory
 mode (demo policy, simulated act() loop); ``env`` evaluator env-steps/s with ``--n-envs`` workers
-against one (scripted policy); ``render`` per-step simulation cost with lazy vs every-step rendering.
+against one (scripted policy); ``render`` per-step simulation cost with lazy vs every-step rendering;
+``served`` requests/s and latency percentiles of the policy server (demo policy) for ``--served-clients``
+clients against the in-process call (needs the ``serve`` extra).
 The JSON goes to stdout (and ``--out FILE``); progress goes to stderr.
 """
 
@@ -26,7 +28,7 @@ from typing import Any
 
 from vlaworld.bench.names import ALL_STAGES, WORLD_STAGES
 
-PARTS = ("chunk", "flops", "world", "env", "render")
+PARTS = ("chunk", "flops", "world", "env", "render", "served")
 DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
 
 
@@ -56,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="step limit per episode in the env part (default: the suite's; the expert ends on success)")
     ap.add_argument("--n-action-steps", type=int, nargs="+", default=[5, 10], help="for the world-calls part")
     ap.add_argument("--render-steps", type=int, default=30, help="env steps timed per schedule in the render part")
+    ap.add_argument("--served-clients", type=int, nargs="+", default=[1, 4, 16],
+                    help="concurrent clients for the served part (default 1 4 16)")
+    ap.add_argument("--served-requests", type=int, default=20, help="timed requests per client in the served part")
     ap.add_argument("--out", help="also write the JSON to this file")
     return ap
 
@@ -129,6 +134,13 @@ def _run_parts(args: argparse.Namespace) -> dict[str, Any]:
         result["env_steps_per_s"] = env.pop("env_steps_per_s")
         result["env_steps_per_s_single"] = env.pop("env_steps_per_s_single")
         result["env"] = env
+    if "served" in parts:
+        from vlaworld.bench.served import ServedBenchConfig, served_part
+
+        threads = torch.get_num_threads()
+        log(f"policy server vs in-process call (demo policy, {threads} torch threads)")
+        result["served"] = served_part(ServedBenchConfig(clients=tuple(args.served_clients),
+                                                         requests=args.served_requests, threads=threads), log)
     if "render" in parts:
         from vlaworld.bench.lazy_render import LazyRenderConfig, lazy_render_table
 
@@ -166,6 +178,14 @@ def _chunk_part(args: argparse.Namespace, cfg, device, dtype, warmup: int, repea
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if "served" in args.parts:  # fail now, not after the other parts
+        try:
+            import msgpack  # noqa: F401
+            import websockets  # noqa: F401
+        except ImportError as exc:
+            print(f"vlaworld.bench: the served part needs the 'serve' extra ({exc.name} is missing): "
+                  "pip install 'vlaworld[serve]', or leave 'served' out of --parts", file=sys.stderr)
+            return 2
     if args.omp_wait_policy != "inherit" and "torch" not in sys.modules:  # libgomp reads it when torch loads
         os.environ["OMP_WAIT_POLICY"] = args.omp_wait_policy.upper()
     result = run(args)

@@ -3,6 +3,7 @@
     python -m vlaworld.eval --ckpt DIR|demo [--memory MODE] --suite libero_spatial --tasks 0-9 \\
         --episodes 200 --n-envs 8 --out runs/E2
     python -m vlaworld.eval --policy scripted --suite libero_spatial --tasks 0-1 --episodes 2 --out runs/s
+    python -m vlaworld.eval --policy-server ws://gpu-host:8000 --tasks 0-9 --episodes 200 --out runs/E2
 
 Writes RUN_DIR/run.json (resolved config, checkpoint hash, versions, simulator stack), one flushed
 line of RUN_DIR/episodes.jsonl per finished episode, then summary.json/summary.md. Re-running the
@@ -71,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     who.add_argument("--ckpt", help="LeRobot pretrained_model/ directory, or 'demo' (built-in tiny random "
                      "smolvla_world policy, no download; the default when --policy is not given)")
     who.add_argument("--policy", choices=("scripted",), help="privileged-state scripted expert (libero_spatial)")
+    who.add_argument("--policy-server", metavar="ws://HOST:PORT", help="the policy behind a server "
+                     "(python -m vlaworld.serve) on this or another host; the env workers run here")
     ap.add_argument("--memory", choices=MEMORY_MODES, help="world memory rollout mode (default: the checkpoint's)")
     ap.add_argument("--suite", default="libero_spatial")
     ap.add_argument("--tasks", default="all", help="task ids: 'all', '0-9', '0,3,5-7' (default all)")
@@ -167,6 +170,8 @@ def build_policy(args: argparse.Namespace) -> tuple[ChunkPolicy, dict[str, Any],
                 raise UsageError(f"{flag} applies to neural policies; drop it with --policy scripted")
         return ScriptedChunkPolicy(), {"policy": "scripted", "n_action_steps": 1, "memory": None}, None
 
+    if args.policy_server:
+        return _remote_policy(args)
     import vlaworld
     from vlaworld.checkpoint import checkpoint_hash
     from vlaworld.eval.policies import NeuralChunkPolicy
@@ -192,6 +197,23 @@ def build_policy(args: argparse.Namespace) -> tuple[ChunkPolicy, dict[str, Any],
         "policy_config": json.loads(json.dumps(dataclasses.asdict(cfg), default=str)),
     }
     return NeuralChunkPolicy(policy, seed=args.seed), fields, checkpoint_hash(ckpt)
+
+
+# Flags that configure the policy itself: with --policy-server they belong on the server's command line.
+SERVER_SIDE_FLAGS = ("memory", "dtype", "compile", "cuda_graphs", "vlm", "world_encoder", "stats", "numerics",
+                     "world_preprocess")
+
+
+def _remote_policy(args: argparse.Namespace) -> tuple[ChunkPolicy, dict[str, Any], str | None]:
+    from vlaworld.eval.remote import RemoteChunkPolicy
+
+    given = [f"--{f.replace('_', '-')}" for f in SERVER_SIDE_FLAGS if getattr(args, f) not in (None, False)]
+    given += ["--device"] if args.device != "auto" else []
+    if given:
+        raise UsageError(f"{' '.join(given)} configure the policy, which runs on the server: pass them to "
+                         "`python -m vlaworld.serve` there (its metadata is recorded in run.json)")
+    policy = RemoteChunkPolicy(args.policy_server, seed=args.seed, n_action_steps=args.n_action_steps)
+    return policy, policy.run_fields(), policy.metadata.get("checkpoint_sha256")
 
 
 def run_eval(
@@ -337,13 +359,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_batch=args.max_batch, worker_timeout_s=args.worker_timeout,
         )
         started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        with cpu_shared_with_workers(fields.get("device", "none"), n_envs) as torch_threads:
+        policy_device = "remote" if args.policy_server else fields.get("device", "none")
+        with cpu_shared_with_workers(policy_device, n_envs) as torch_threads:
             records, stats = run_eval(
                 out=args.out, config=config, episodes=episodes, policy=policy, scheduler=scheduler,
                 checkpoint_hash=ckpt_hash, sim_stack=envs.simulator_stack(args.init_protocol),
                 progress=args.progress, shard_info=shard_info,
                 extra={"n_envs": n_envs, "max_batch": args.max_batch, "videos": args.videos,
-                       "torch_threads": torch_threads, "argv": list(sys.argv), "started_utc": started},
+                       "torch_threads": torch_threads, "argv": list(sys.argv), "started_utc": started,
+                       "policy_server": args.policy_server},
             )
     except (VlaworldError, OSError) as exc:  # bad input or environment (disk full, read-only...): one line
         print(f"vlaworld.eval: error: {exc}", file=sys.stderr)
@@ -352,6 +376,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"vlaworld.eval: interrupted; finished episodes are in {args.out}. Re-run the same command to "
               "resume.", file=sys.stderr)
         return 130
+    if hasattr(policy, "close"):  # a served policy's connections
+        policy.close()
     ok = [r for r in records if r.error is None]
     wins = sum(r.success for r in ok)
     policy_errors = sum(r.extra.get("error_kind") == POLICY_ERROR for r in records if r.error is not None)

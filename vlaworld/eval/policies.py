@@ -3,13 +3,14 @@
 - ``NeuralChunkPolicy`` wraps ``vlaworld.Policy``: it stacks the waiting workers' observations into
   one batch (mixed tasks), draws each row's flow-matching noise from that episode's own generator
   (episode.chunk_noise), passes the generators for the random memory modes, and accumulates the
-  per-chunk memory statistics into the episode's record.
+  per-chunk memory statistics and a digest of its actions into the episode's record.
 - ``ScriptedChunkPolicy`` runs the privileged-state libero_spatial expert, one action per chunk
   (it reads the simulator state every step and needs no cameras).
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -61,16 +62,20 @@ def env_feature(policy: Any, feature: str) -> str:
     return {policy_name: env_name for env_name, policy_name in rename.items()}.get(feature, feature)
 
 
-class _MemoryTally:
-    """Per-episode sums of the policy's per-chunk statistics (policy.last_chunk_stats rows)."""
+class EpisodeTally:
+    """Per-episode sums of the policy's per-chunk statistics (policy.last_chunk_stats rows), and a
+    sha256 of every action handed to the env: equal digests mean bit-identical rollouts (local vs served)."""
 
     def __init__(self) -> None:
         self.chunks = 0
         self.nonfinite = 0
         self.unshuffled = 0
         self.norms: list[float] = []
+        self._digest = hashlib.sha256()
 
-    def add(self, row: Mapping[str, Any]) -> None:
+    def add(self, row: Mapping[str, Any], actions: np.ndarray) -> None:
+        """One chunk: its memory facts and the [n, action_dim] actions sent to the env."""
+        self._digest.update(np.ascontiguousarray(actions, dtype=np.float32).tobytes())
         self.chunks += 1
         if "memory_finite" in row:
             self.nonfinite += not bool(row["memory_finite"])
@@ -79,7 +84,8 @@ class _MemoryTally:
             self.norms.append(float(norm))
 
     def fields(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"chunks": self.chunks, "memory_nonfinite_chunks": self.nonfinite}
+        out: dict[str, Any] = {"chunks": self.chunks, "memory_nonfinite_chunks": self.nonfinite,
+                               "actions_sha256": self._digest.hexdigest()}
         if self.unshuffled:
             out["memory_unshuffled_chunks"] = self.unshuffled
         if self.norms:
@@ -109,11 +115,11 @@ class NeuralChunkPolicy:
         # 'shuffle' hands each row the pred memory of another row of the batch: it needs two rows.
         self.min_batch = 2 if getattr(cfg, "memory", None) == "shuffle" else 1
         self._generators: dict[EpisodeId, Any] = {}
-        self._tally: dict[EpisodeId, _MemoryTally] = {}
+        self._tally: dict[EpisodeId, EpisodeTally] = {}
 
     def begin_episode(self, episode: EpisodeId) -> None:
         self._generators[episode] = episode_generator(episode, self.seed)
-        self._tally[episode] = _MemoryTally()
+        self._tally[episode] = EpisodeTally()
 
     def batch(self, observations: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         """The env observation dicts stacked: uint8 [B,H,W,3] cameras, [B,8] state, B task strings."""
@@ -144,8 +150,8 @@ class NeuralChunkPolicy:
             chunk = self.policy.predict_chunk(batch, noise=noise)
         actions = chunk[:rows, : self.n_action_steps].float().cpu().numpy()  # [B, n, action_dim]
         stats = list(getattr(self.policy, "last_chunk_stats", None) or [{}] * (rows + pad))
-        for episode, row in zip(episodes, stats[:rows], strict=True):
-            self._tally[episode].add(row)
+        for episode, row, chunk_actions in zip(episodes, stats[:rows], actions, strict=True):
+            self._tally[episode].add(row, chunk_actions)
             # alone in the batch (the last episode running): swapped with its own copy, i.e. pred memory
             self._tally[episode].unshuffled += rows < self.min_batch
         return list(actions)

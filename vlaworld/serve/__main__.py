@@ -1,0 +1,5 @@
+import sys
+
+from vlaworld.serve.cli import main
+
+sys.exit(main())
