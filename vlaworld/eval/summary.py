@@ -1,7 +1,9 @@
 """Success rates of a run, and ``summary.json`` / ``summary.md`` (SPEC §8).
 
 Rates count only episodes that ran without ``error`` (an infrastructure fault is not a policy
-failure); each comes with its Wilson 95 % interval. Split from ``results`` (the durable store).
+failure), and say how many had one (``n_errors``, beside k/n); each rate comes with its Wilson 95 %
+interval. ``errors_as_failures`` counts them as failures instead, as some other tools do (vla-eval),
+for numbers comparable with theirs. Split from ``results`` (the durable store).
 """
 
 from __future__ import annotations
@@ -22,9 +24,9 @@ from vlaworld.eval.stats import wilson_interval
 class Rate:
     """Success count over the episodes that ran without error, with its Wilson 95 % interval."""
 
-    n: int
+    n: int  # episodes in the rate
     successes: int
-    errors: int = 0
+    errors: int = 0  # episodes with an error: outside n, or inside it as failures (errors_as_failures)
 
     @property
     def rate(self) -> float | None:
@@ -36,19 +38,26 @@ class Rate:
 
     def to_json(self) -> dict[str, Any]:
         return {"n": self.n, "successes": self.successes, "rate": self.rate,
-                "ci95": list(self.ci95), "errors": self.errors}
+                "ci95": list(self.ci95), "errors": self.errors, "n_errors": self.errors}
 
 
-def rate_of(records: Iterable[EpisodeRecord]) -> Rate:
-    """Errors are counted apart, never as failures."""
+def rate_of(records: Iterable[EpisodeRecord], *, errors_as_failures: bool = False) -> Rate:
+    """Errors are counted apart, never as failures (unless ``errors_as_failures``, for other tools' convention)."""
     n = successes = errors = 0
     for r in records:
         if r.error is not None:
             errors += 1
+            n += errors_as_failures
         else:
             n += 1
             successes += bool(r.success)
     return Rate(n=n, successes=successes, errors=errors)
+
+
+def task_order(task: str) -> tuple[str, int]:
+    """Sort key of per-task labels: ``"3"`` or ``"suite:3"`` by suite, then numerically."""
+    suite, _, tid = task.rpartition(":")
+    return (suite, int(tid)) if tid.lstrip("-").isdigit() else (task, 0)
 
 
 def task_label(record: EpisodeRecord, *, multi_suite: bool) -> str:
