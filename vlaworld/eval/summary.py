@@ -98,18 +98,18 @@ def write_summary(
                      for r in records if r.error is not None]
     doc["throughput"] = dict(throughput or {})
     doc["notes"] = list(notes) + [
-        "Rates exclude episodes with errors (counted under 'errors'). Wilson 95 % intervals cover "
+        "Rates exclude episodes with errors (counted under 'n_errors'). Wilson 95 % intervals cover "
         "episode sampling only, not training-seed variance."
     ]
     json_path, md_path = run_dir / SUMMARY_JSON, run_dir / SUMMARY_MD
     _write_atomic(json_path, json.dumps(doc, indent=2, allow_nan=False) + "\n")
-    rows = ["| task | successes / n | rate % | 95 % CI | errors | instruction |", "|---|---|---|---|---|---|"]
+    rows = ["| task | successes / n | with errors | rate % | 95 % CI | instruction |", "|---|---|---|---|---|---|"]
     for key, t in doc["per_task"].items():
-        rows.append(f"| {key} | {t['successes']}/{t['n']} | {_pct(t['rate'])} | "
-                    f"{_pct(t['ci95'][0])}–{_pct(t['ci95'][1])} | {t['errors']} | {t['task']} |")
+        rows.append(f"| {key} | {t['successes']}/{t['n']} | {t['n_errors']} | {_pct(t['rate'])} | "
+                    f"{_pct(t['ci95'][0])}–{_pct(t['ci95'][1])} | {t['task']} |")
     o = doc["overall"]
-    rows.append(f"| **all** | **{o['successes']}/{o['n']}** | **{_pct(o['rate'])}** | "
-                f"{_pct(o['ci95'][0])}–{_pct(o['ci95'][1])} | {o['errors']} | |")
+    rows.append(f"| **all** | **{o['successes']}/{o['n']}** | {o['n_errors']} | **{_pct(o['rate'])}** | "
+                f"{_pct(o['ci95'][0])}–{_pct(o['ci95'][1])} | |")
     lines = [f"# Run summary: {run_dir.name}", "", f"Suites: {', '.join(doc['suites'])}", "", *rows, ""]
     if doc["throughput"]:
         lines += ["## Throughput", ""] + [
