@@ -8,7 +8,8 @@ Parts (``--parts``): ``chunk`` per-stage chunk latency for each batch size, eage
 ``--compile``, compiled (plus CUDA-graph replay on CUDA); ``flops`` counted FLOPs per stage and the
 floor they imply at the device's peak; ``world`` world-encoder clips per env step for each memory
 mode (demo policy, simulated act() loop); ``env`` evaluator env-steps/s with ``--n-envs`` workers
-against one (scripted policy); ``render`` per-step simulation cost with lazy vs every-step rendering.
+against one (scripted policy); ``render`` per-step simulation cost with lazy vs every-step rendering;
+``diagnostics`` evaluator env-steps/s of the demo policy with and without ``--diagnostics``.
 The JSON goes to stdout (and ``--out FILE``); progress goes to stderr.
 """
 
@@ -26,7 +27,7 @@ from typing import Any
 
 from vlaworld.bench.names import ALL_STAGES, WORLD_STAGES
 
-PARTS = ("chunk", "flops", "world", "env", "render")
+PARTS = ("chunk", "flops", "world", "env", "render", "diagnostics")
 DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
 
 
@@ -56,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="step limit per episode in the env part (default: the suite's; the expert ends on success)")
     ap.add_argument("--n-action-steps", type=int, nargs="+", default=[5, 10], help="for the world-calls part")
     ap.add_argument("--render-steps", type=int, default=30, help="env steps timed per schedule in the render part")
+    ap.add_argument("--diag-episodes", type=int, default=4, help="episodes per run in the diagnostics part")
+    ap.add_argument("--diag-max-steps", type=int, default=60, help="steps per episode in the diagnostics part")
     ap.add_argument("--out", help="also write the JSON to this file")
     return ap
 
@@ -108,6 +111,7 @@ def _run_parts(args: argparse.Namespace) -> dict[str, Any]:
         "warmup": warmup, "repeats": repeats, "statistic": "median of repeats (ms); first_call_ms includes compilation",
         "chunk_latency_ms": None, "compile": {"requested": args.compile}, "flops": None,
         "world_encoder_calls_per_env_step": None, "env_steps_per_s": None, "env_steps_per_s_single": None,
+        "diagnostics_cost": None,
     }
     if "chunk" in parts:
         result |= _chunk_part(args, cfg, device, dtype, warmup, repeats)
@@ -129,6 +133,12 @@ def _run_parts(args: argparse.Namespace) -> dict[str, Any]:
         result["env_steps_per_s"] = env.pop("env_steps_per_s")
         result["env_steps_per_s_single"] = env.pop("env_steps_per_s_single")
         result["env"] = env
+    if "diagnostics" in parts and args.n_envs > 0:
+        from vlaworld.bench.diagnostics_cost import DiagnosticsCostConfig, diagnostics_cost
+
+        log(f"evaluator env-steps/s with and without --diagnostics ({args.n_envs} workers, demo policy, pred)")
+        result["diagnostics_cost"] = diagnostics_cost(DiagnosticsCostConfig(
+            n_envs=args.n_envs, episodes=args.diag_episodes, max_steps=args.diag_max_steps))
     if "render" in parts:
         from vlaworld.bench.lazy_render import LazyRenderConfig, lazy_render_table
 
