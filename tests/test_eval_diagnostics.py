@@ -73,8 +73,9 @@ def independent_prophet_cosine(policy, frames: np.ndarray, steps: int) -> tuple[
     return [s / c if c else None for s, c in zip(sums, counts)], counts
 
 
-def test_diagnostics_per_episode_match_an_independent_computation(tmp_path: Path, demo) -> None:
+def test_diagnostics_per_episode_match_an_independent_computation(tmp_path: Path, demo, monkeypatch) -> None:
     """Batched mixed episodes (3 workers, full batching): each record carries its own episode's numbers."""
+    monkeypatch.setattr("vlaworld.eval.world_trace.MAX_CLIPS", 3)  # the trace clips in several encoder calls
     policy = load(demo)
     _, records = rollout(policy, tmp_path / "run", diagnostics=True, n_envs=3, max_batch=None,
                          frame_dir=tmp_path)

@@ -27,7 +27,6 @@ from vlaworld.eval.worker import (
     WORLD_TRACE_KEY,
     ObservationNeeds,
 )
-from vlaworld.eval.world_trace import DiagnosticsRecorder
 
 # Rollout memory modes that draw random numbers (SPEC §6); they get the episodes' generators.
 RANDOM_MEMORY_MODES = ("random", "random_scaled")
@@ -108,7 +107,11 @@ class NeuralChunkPolicy:
         self.max_action_dim = int(cfg.max_action_dim)
         self.image_keys = tuple(cfg.image_features)
         self.world_frames = int(getattr(policy, "world_frames_needed", 0) or 0)
-        self.diagnostics = DiagnosticsRecorder(policy) if diagnostics else None
+        self.diagnostics = None
+        if diagnostics:
+            from vlaworld.eval.world_trace import DiagnosticsRecorder  # torch: only for neural policies
+
+            self.diagnostics = DiagnosticsRecorder(policy)
         trace = self.diagnostics is not None and self.diagnostics.needs_trace
         self.world_camera = env_feature(policy, policy.world_camera) if self.world_frames or trace else None
         self.needs = ObservationNeeds(cameras=True, world_frames=self.world_frames, world_camera=self.world_camera,

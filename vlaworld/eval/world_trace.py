@@ -25,11 +25,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
 
 from vlaworld.eval.episode import EpisodeId
 from vlaworld.eval.worker import WORLD_TRACE_KEY
+from vlaworld.world_diagnostics import HorizonCosine
 
 DIGITS = 6  # rounding of the recorded floats (far below any difference the report can resolve)
+# Clips per encoder call: 14 workers x 10 steps is 140 ViT-g clips at a boundary; bound the activations.
+MAX_CLIPS = 64
 
 
 def _mean(values: Sequence[float]) -> float | None:
@@ -39,7 +43,7 @@ def _mean(values: Sequence[float]) -> float | None:
 @dataclass(kw_only=True)
 class _Episode:
     clip: deque  # the last m world-camera frames, repeat-padded at the start
-    cosine: Any  # vlaworld.world_diagnostics.HorizonCosine over this episode alone (or None)
+    cosine: HorizonCosine | None  # over this episode alone; None where the Prophet is not scored
     frames_seen: int = 0  # env steps observed so far (the reset observation is step 0)
     chunks: int = 0
     entropy: list[float] = field(default_factory=list)
@@ -70,8 +74,6 @@ class DiagnosticsRecorder:
         return self.prophet
 
     def begin_episode(self, episode: EpisodeId) -> None:
-        from vlaworld.world_diagnostics import HorizonCosine
-
         self._episodes[episode] = _Episode(clip=deque(maxlen=self.window),
                                            cosine=HorizonCosine(self.horizon) if self.prophet else None)
 
@@ -95,7 +97,9 @@ class DiagnosticsRecorder:
                 state.frames_seen += 1
         if not clips:
             return
-        z = self.policy.encode_world(np.stack(clips)).cpu()  # (N, D): one clip per env step
+        stacked = np.stack(clips)  # (N, m, H, W, 3): one clip per env step of every row
+        z = torch.cat([self.policy.encode_world(stacked[i : i + MAX_CLIPS]).cpu()
+                       for i in range(0, len(stacked), MAX_CLIPS)])  # (N, D)
         for i, (state, step) in enumerate(zip(owners, steps)):
             state.cosine.observed(step, z[i : i + 1])
 
