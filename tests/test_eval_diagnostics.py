@@ -163,3 +163,21 @@ def test_cuda_graphs_refuse_diagnostics(demo) -> None:
     policy.config = dataclasses.replace(policy.config, cuda_graphs=True)
     with pytest.raises(ValueError, match="replayed CUDA graph"):
         policy.record_diagnostics = True
+
+
+@pytest.mark.slow
+def test_compiled_chunks_do_not_change_with_diagnostics(demo) -> None:
+    """torch.compile recompiles the denoising step with the statistics in it; the actions stay the same."""
+    policy = vlaworld.load_policy(demo.ckpt, vlm=demo.vlm, world_encoder=demo.world_encoder, compile=True)
+    cfg = policy.config
+    rng = np.random.default_rng(0)
+    batch = {k: rng.integers(0, 256, (2, 64, 64, 3), dtype=np.uint8) for k in cfg.image_features}
+    batch["observation.state"] = rng.standard_normal((2, cfg.state_feature.shape[0])).astype(np.float32)
+    batch["task"] = ["pick up the bowl", "open the drawer"]
+    batch["observation.world_frames"] = rng.integers(0, 256, (2, policy.world_frames_needed, 64, 64, 3), dtype=np.uint8)
+    noise = torch.randn(2, cfg.chunk_size, cfg.max_action_dim, generator=torch.Generator().manual_seed(0))
+    plain = policy.predict_chunk(batch, noise=noise)
+    policy.record_diagnostics = True
+    recorded = policy.predict_chunk(batch, noise=noise)
+    assert torch.equal(plain, recorded)
+    assert all(row["attention"]["applied"] for row in policy.last_chunk_stats)
