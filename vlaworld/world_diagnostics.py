@@ -6,7 +6,8 @@ actually observed later in the same rollout: the prediction made at a chunk boun
 pred_k − z_t) is compared, for k = 1..K, with the observed change z_{t+k} − z_t once the episode
 reaches step t+k. Both z_t and z_{t+k} are the per-step latents of the observed clips (one extra V-JEPA
 clip per env step, which is why it only runs when diagnostics are switched on), so the observed change
-never mixes two encoder calls. Horizons the episode did not reach are not scored.
+never mixes two encoder calls. Horizons the episode did not reach are not scored, nor are pairs whose
+prediction or latent is not finite (the policy drops such a memory; the record counts it).
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ class HorizonCosine:
             k = step - p.step
             if 1 <= k <= self.horizon:
                 cos = F.cosine_similarity(p.delta[:, k - 1], z - p.base, dim=-1)  # (B,)
+                cos = cos[torch.isfinite(cos)]  # a non-finite prediction or latent scores nothing
                 self._sums[k - 1] += float(cos.sum())
                 self._counts[k - 1] += cos.numel()
             if k < self.horizon:

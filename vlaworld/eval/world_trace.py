@@ -120,7 +120,7 @@ class DiagnosticsRecorder:
                 state.per_k.append(attention["attn_per_k"])
             if row.get("memory_norm") is not None and row.get("memory_finite", True):
                 state.norms.append(float(row["memory_norm"]))
-            if prediction is not None:
+            if prediction is not None and row.get("memory_finite", True):  # a dropped memory predicted nothing
                 if not np.array_equal(state.clip[-1], boundary_frames[i]):
                     raise RuntimeError(f"episode {episode}: the world trace is out of step with the chunk "
                                        "boundary observation (a worker/parent protocol bug)")
