@@ -2,7 +2,9 @@
 
 StandinEnv: a point moving towards a per-task goal; it succeeds within reach, truncates at max_steps.
 Images are tiny and encode the observation index (t % 250 + 1), all-zero when cameras are off, so the
-policy can check that every frame it reads was rendered and is the right one. Faults (raise or hard
+policy can check that every frame it reads was rendered and is the right one. ``textured`` images also
+depend on the position and the episode (so world latents differ between episodes and follow the
+actions), and ``frame_dir`` keeps every rendered first-camera frame of an episode for independent checks. Faults (raise or hard
 exit at a given step, a given number of times across processes) exercise the worker restarts.
 
 StandinPolicy: actions from the state plus each episode's own generator noise, so outcomes depend
@@ -50,7 +52,9 @@ class Fault:
 
 class StandinEnv:
     def __init__(self, suite: str, task_id: int, *, max_steps: int | None, cameras: bool,
-                 faults: Sequence[Fault], marker_dir: str | None, step_sleep: float) -> None:
+                 faults: Sequence[Fault], marker_dir: str | None, step_sleep: float,
+                 textured: bool = False, frame_dir: str | None = None) -> None:
+        self.textured, self.frame_dir = textured, frame_dir
         self.suite, self.task_id = suite, task_id
         self.task = _Task(language=f"standin task {task_id}")
         self.max_steps = max_steps or DEFAULT_MAX_STEPS
@@ -74,12 +78,23 @@ class StandinEnv:
         self.info = {"is_success": False, "episode": self.episode, "seed": 1000 + self.episode,
                      "init_state": self.episode % 50, "steps": 0}
         self._log("start")
+        self.frames: list[np.ndarray] = []
         return self._obs(), dict(self.info)
 
+    def _image(self, key: str) -> np.ndarray:
+        if key not in self.cameras:
+            return np.zeros((IMG, IMG, 3), np.uint8)
+        img = np.full((IMG, IMG, 3), self.t % 250 + 1, np.uint8)
+        if self.textured:  # pixel [0, 0] keeps the index; the rest follows the position and the episode
+            grid = np.arange(IMG * IMG * 3, dtype=np.float64).reshape(IMG, IMG, 3)
+            texture = 128 + 100 * np.sin(grid * (0.3 + 0.05 * self.episode) + 4 * self.p.sum() + 3 * self.p[0])
+            img[1:] = texture[1:].astype(np.uint8)
+        if key == IMAGE_KEYS[0] and self.frame_dir is not None:
+            self.frames.append(img.copy())
+        return img
+
     def _obs(self) -> dict[str, Any]:
-        value = self.t % 250 + 1
-        obs: dict[str, Any] = {k: np.full((IMG, IMG, 3), value if k in self.cameras else 0, np.uint8)
-                               for k in IMAGE_KEYS}
+        obs: dict[str, Any] = {k: self._image(k) for k in IMAGE_KEYS}
         obs["observation.state"] = np.concatenate([self.p, self.goal, [0.0, 0.0]]).astype(np.float32)
         obs["task"] = self.task.language
         return obs
@@ -93,9 +108,12 @@ class StandinEnv:
         success = bool(np.linalg.norm(self.p - self.goal) < REACH)
         truncated = not success and self.t >= self.max_steps
         self.info.update(is_success=success, steps=self.t)
+        obs = self._obs()
         if success or truncated:
             self._log("end")
-        return self._obs(), float(success), success, truncated, dict(self.info)
+            if self.frame_dir is not None:
+                np.save(Path(self.frame_dir) / f"frames_{self.task_id}_{self.episode}.npy", np.stack(self.frames))
+        return obs, float(success), success, truncated, dict(self.info)
 
     def _maybe_fail(self) -> None:
         for fault in self.faults:
@@ -135,11 +153,14 @@ class StandinFactory:
     faults: tuple[Fault, ...] = ()
     marker_dir: str | None = None
     step_sleep: float = 0.0
+    textured: bool = False
+    frame_dir: str | None = None
 
     def __call__(self, suite: str, task_id: int, *, init_protocol: str, max_steps: int | None,
                  cameras: bool, privileged_info: bool) -> StandinEnv:
         return StandinEnv(suite, task_id, max_steps=max_steps, cameras=cameras, faults=self.faults,
-                          marker_dir=self.marker_dir, step_sleep=self.step_sleep)
+                          marker_dir=self.marker_dir, step_sleep=self.step_sleep, textured=self.textured,
+                          frame_dir=self.frame_dir)
 
 
 class StandinPolicy:

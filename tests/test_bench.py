@@ -10,6 +10,8 @@ import torch
 
 from vlaworld.bench import cli
 from vlaworld.bench.chunk import speedups
+from vlaworld.bench.diagnostics_cost import DiagnosticsCostConfig
+from vlaworld.bench.diagnostics_cost import eval_command as diag_eval_command
 from vlaworld.bench.env_rate import EnvRateConfig, eval_command
 from vlaworld.bench.flops import count_stage_flops, floor_ms
 from vlaworld.bench.lazy_render import LazyRenderConfig, schedule, world_frames
@@ -114,6 +116,14 @@ def test_env_rate_runs_the_evaluator_with_the_scripted_policy():
     assert "--max-steps" not in eval_command(EnvRateConfig(n_envs=2), 2, "/tmp/x")  # the suite's limit
 
 
+def test_diagnostics_cost_runs_the_demo_policy_with_and_without_the_flag():
+    cfg = DiagnosticsCostConfig(n_envs=2, episodes=3, max_steps=30)
+    plain = " ".join(diag_eval_command(cfg, "/tmp/x", diagnostics=False))
+    diag = diag_eval_command(cfg, "/tmp/y", diagnostics=True)
+    assert "-m vlaworld.eval --ckpt demo --memory pred" in plain and "--diagnostics" not in plain
+    assert diag[-1] == "--diagnostics" and "--episodes 3 --max-steps 30 --n-envs 2" in " ".join(diag)
+
+
 # ------------------------------------------------------------------------------------ CLI
 def _run_cli(capsys, *argv: str) -> dict:
     assert cli.main(list(argv)) == 0
@@ -175,3 +185,15 @@ def test_cli_served_part_reports_rates_and_percentiles_per_client_count(capsys):
         lat = row["latency_ms"]
         assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"] and row["vs_in_process"] > 0
     assert served["request"]["world_frames"] == 7 and served["request"]["bytes"] > 7 * 256 * 256 * 3
+
+
+@pytest.mark.slow
+@pytest.mark.libero
+def test_cli_diagnostics_part_reports_the_cost_and_equal_outcomes(capsys):
+    out = _run_cli(capsys, "--config", "debug", "--parts", "diagnostics", "--n-envs", "1", "--diag-episodes", "1",
+                   "--diag-max-steps", "12")
+    cost = out["diagnostics_cost"]
+    assert cost["outcomes_identical"] is True and cost["env_steps_per_s_ratio"] > 0
+    assert cost["without"]["world_encoder_calls_per_env_step"] == pytest.approx(8 / 12)  # T=4 clips at steps 0 and 10
+    assert cost["with"]["world_encoder_calls_per_env_step"] == pytest.approx((8 + 13) / 12)  # + a clip per observation
+    assert cost["with"]["rendered_fraction"] == 1.0 and cost["without"]["rendered_fraction"] < 1.0

@@ -38,8 +38,8 @@ MAX_STEPS = 8  # chunks at observations 0 and 4
 class RecordingPolicy(NeuralChunkPolicy):
     """Keeps every chunk of actions per episode (the retries' are replaced)."""
 
-    def __init__(self, policy: Any, *, seed: int) -> None:
-        super().__init__(policy, seed=seed)
+    def __init__(self, policy: Any, *, seed: int, diagnostics: bool = False) -> None:
+        super().__init__(policy, seed=seed, diagnostics=diagnostics)
         self.trace: dict[EpisodeId, list[np.ndarray]] = defaultdict(list)
 
     def begin_episode(self, episode: EpisodeId) -> None:

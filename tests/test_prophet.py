@@ -154,6 +154,24 @@ def test_inject_matches_reference(record):
     assert mine.gate_value() == pytest.approx(math.tanh(0.7))
 
 
+def test_recording_stats_never_changes_the_output():
+    """Diagnostics must not move actions: the output is bitwise the same with and without them."""
+    _, mine = _inject_pair(gate=0.7)
+    h = torch.randn(3, 5, mine.config.width)
+    mem = torch.randn(3, 4, mine.config.memory_dim)
+    mem[1, 0, 0] = float("nan")
+    with torch.no_grad():
+        plain = mine(h, mem)
+        mine.record_stats = True
+        recorded = mine(h, mem)
+    assert torch.equal(plain.view(torch.int32), recorded.view(torch.int32))
+    rows = mine.last_stats.rows()
+    assert [r["applied"] for r in rows] == [True, False, True]
+    s = mine.last_stats
+    assert rows[2]["attn_entropy_ratio"] == pytest.approx(s.entropy_ratio[2].item())
+    assert rows[0]["attn_per_k"] == pytest.approx(s.per_k[0].tolist()) and set(rows[1]) == {"applied"}
+
+
 def test_closed_gate_returns_input_bitwise():
     ref, mine = _inject_pair(gate=0.0)
     h = torch.randn(2, 5, mine.config.width)

@@ -188,7 +188,9 @@ def test_summary_excludes_errors_and_uses_wilson(tmp_path):
     assert doc["per_task"]["0"]["ci95"] == pytest.approx(list(wilson_interval(7, 10)))
     assert doc["throughput"] == throughput
     md = m.read_text()
-    assert "| 0 | 7/10 | 70.0 |" in md and "| **all** | **9/14** |" in md and "env_steps_per_s: 123.4" in md
+    assert "| 0 | 7/10 | 0 (0) | 70.0 |" in md and "| 1 | 2/4 | 1 (0) | 50.0 |" in md  # errors (policy) beside k/n
+    assert "| **all** | **9/14** | 1 (0) |" in md and "env_steps_per_s: 123.4" in md
+    assert doc["overall"]["n_errors"] == 1 and t1["n_errors"] == 1
     assert "steady_env_steps_per_s: n/a" in md  # not measured (no worker finished two episodes)
     assert doc["errors"] == [{"suite": "libero_spatial", "task_id": 1, "episode": 4, "error": "worker died twice",
                              "kind": "infrastructure"}]

@@ -210,3 +210,31 @@ def test_paired_mde():
     assert large < small
     assert large == pytest.approx((1.959964 + 0.841621) * math.sqrt(0.15 / 2000), rel=1e-5)
     assert 0 < stats.paired_mde(stats.Paired(both=100, only_a=0, only_b=0, neither=100)) < 0.05
+
+
+def test_newcombe_unpaired_matches_statsmodels_and_the_published_example():
+    assert stats.newcombe_unpaired_interval(56, 70, 48, 80) == pytest.approx((0.0524, 0.3339), abs=1e-4)
+    rng = np.random.default_rng(11)
+    for _ in range(200):
+        s1, n1 = _count_pairs(rng, 120)
+        s2, n2 = _count_pairs(rng, 120)
+        ref = sm_prop.confint_proportions_2indep(s1, n1, s2, n2, method="newcomb", compare="diff")
+        assert stats.newcombe_unpaired_interval(s1, n1, s2, n2) == pytest.approx(tuple(map(float, ref)), abs=1e-12)
+    assert stats.newcombe_unpaired_interval(3, 0, 1, 4) == (-1.0, 1.0)
+
+
+def test_bootstrap_mean_of_per_episode_values():
+    """The diff interval is the mean interval of the per-pair differences; means resample init states too."""
+    a, b, st, cl = _clustered(np.random.default_rng(12))
+    delta = a.astype(float) - b.astype(float)
+    assert stats.cluster_bootstrap_mean(delta, strata=st, clusters=cl, n_resamples=300, seed=3) == pytest.approx(
+        stats.cluster_bootstrap_diff(a, b, strata=st, clusters=cl, n_resamples=300, seed=3))
+    rng = np.random.default_rng(13)
+    values = rng.normal(0.7, 0.1, 400)
+    lo, hi = stats.cluster_bootstrap_mean(values, strata=np.repeat([0, 1], 200), clusters=np.tile(np.arange(50), 8))
+    assert lo < values.mean() < hi and hi - lo < 0.05
+    # one cluster holding every episode: nothing to resample, the interval collapses to the mean
+    assert stats.cluster_bootstrap_mean([0.2, 0.4], strata=[0, 0], clusters=[1, 1]) == pytest.approx((0.3, 0.3))
+    with pytest.raises(ValueError, match="finite"):
+        stats.cluster_bootstrap_mean([0.1, float("nan")], strata=[0, 0], clusters=[0, 1])
+    assert stats.cluster_bootstrap_mean([], strata=[], clusters=[]) == (-math.inf, math.inf)

@@ -262,3 +262,21 @@ def test_forced_low_precision_runs_the_whole_path(files, dtype):
     out = p.predict_chunk(libero_batch(), noise=torch.randn(2, 6, 10))
     ref = load(files, dtype="float32").predict_chunk(libero_batch(), noise=torch.randn(2, 6, 10))
     assert out.dtype == torch.float32 and torch.isfinite(out).all() and out.shape == ref.shape
+
+
+def test_horizon_cosine_by_hand():
+    """cos(predicted change, observed change) per k, from the observed latent at the prediction's step."""
+    from vlaworld.world_diagnostics import HorizonCosine
+
+    h = HorizonCosine(2)
+    z0 = torch.tensor([[1.0, 0.0], [0.0, 0.0]])
+    h.observed(0, z0)
+    delta = torch.tensor([[[1.0, 0.0], [0.0, 1.0]], [[float("nan"), 0.0], [1.0, 0.0]]])  # [B=2, K=2, D=2]
+    h.predicted(0, delta)
+    with pytest.raises(ValueError, match="before that step's latent"):
+        h.predicted(1, delta)
+    h.observed(1, z0 + torch.tensor([[2.0, 0.0], [1.0, 1.0]]))  # k=1: row 0 cos 1; row 1 NaN, not scored
+    assert h.summary() == [pytest.approx(1.0), None] and h.counts() == [1, 0]
+    h.observed(2, z0 + torch.tensor([[1.0, 1.0], [0.0, -3.0]]))  # k=2: row 0 cos(e2, (1,1)); row 1 cos(e1, -e2) = 0
+    assert h.summary() == pytest.approx([1.0, (2**-0.5 + 0.0) / 2]) and h.counts() == [1, 2]
+    assert h.overall() == pytest.approx((1.0 + 2**-0.5) / 3)

@@ -128,7 +128,11 @@ class Policy:
 
     @record_diagnostics.setter
     def record_diagnostics(self, on: bool) -> None:
-        self._require_world().inject.record_stats = bool(on)
+        world = self._require_world()
+        if on and self.config.cuda_graphs:
+            raise ValueError("diagnostics read the injection's attention as the denoising loop runs, which a "
+                             "replayed CUDA graph does not do; turn cuda_graphs off to record them")
+        world.inject.record_stats = bool(on)
 
     def diagnostics(self) -> dict:
         """Gate; with ``record_diagnostics``: the last injection's attention entropy ratio and per-K mass,
@@ -151,6 +155,15 @@ class Policy:
     def predict_memory(self, z_hist: torch.Tensor) -> torch.Tensor:
         """z_hist [B, T, D] -> the ``pred`` world memory [B, K, D] (z_t + Prophet when delta)."""
         return self._require_world().predict(z_hist.to(self.device))
+
+    @property
+    def last_world_prediction(self) -> torch.Tensor | None:
+        """The Prophet's predicted change pred_k − z_t [B, K, D] of the last chunk, in ``pred`` mode only
+        (None otherwise, or when that chunk's memory was passed in): what the Prophet cosine scores."""
+        if self.world is None or self.config.memory != "pred" or self.world.last_latents is None:
+            return None
+        z_hist, pred = self.world.last_latents
+        return pred - z_hist[:, -1:].float()
 
     def _require_world(self) -> WorldMemory:
         if self.world is None:
@@ -183,9 +196,9 @@ class Policy:
                 chunk = self.predict_chunk(batch, noise=noise, generators=generators)
                 self._queue.extend(chunk[:, : self.config.n_action_steps].transpose(0, 1))
                 self._queue_batch = bsz
-                if tracking and self.world.last_latents is not None and self.config.memory == "pred":
-                    z_hist, pred = self.world.last_latents
-                    self._horizon_cos.predicted(self._step, z_hist[:, -1], pred)
+                prediction = self.last_world_prediction
+                if tracking and prediction is not None:
+                    self._horizon_cos.predicted(self._step, prediction)
         finally:
             self._history_has_current = False
         self._step += 1
@@ -229,12 +242,18 @@ class Policy:
             noise = torch.randn(shape, dtype=torch.float32, device=self.device)
         elif tuple(noise.shape) != shape:
             raise ValueError(f"noise must have shape {shape} (batch, chunk_size, max_action_dim), got {tuple(noise.shape)}")
+        if self.world is not None:  # nothing from an earlier chunk may pass for this one's
+            self.world.last_latents = None
+            self.world.inject.last_stats = None
         if memory is None and self.world is not None:
             memory = self.world.memory(bsz, self._world_window(batch), generators, self.device)
-        self.last_chunk_stats = _memory_stats(memory, bsz)
         head = self.model.model
         prefix = head.encode_prefix(images, img_masks, tokens.to(self.device), tok_masks.to(self.device), state)
         actions = self._sample(prefix, noise.to(self.device, torch.float32), memory)
+        self.last_chunk_stats = _memory_stats(memory, bsz)
+        if self.record_diagnostics and memory is not None and self.world.inject.last_stats is not None:
+            for row, attn in zip(self.last_chunk_stats, self.world.inject.last_stats.rows()):
+                row["attention"] = attn  # the last denoising step's, as the plugin logged it
         actions = actions[:, :, : cfg.action_feature.shape[0]]
         if self._unnormalizer is not None:
             actions = self._unnormalizer.apply(ACTION_KEY, actions, inverse=True)

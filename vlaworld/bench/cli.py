@@ -11,6 +11,7 @@ mode (demo policy, simulated act() loop); ``env`` evaluator env-steps/s with ``-
 against one (scripted policy); ``render`` per-step simulation cost with lazy vs every-step rendering;
 ``served`` requests/s and latency percentiles of the policy server (demo policy) for ``--served-clients``
 clients against the in-process call (needs the ``serve`` extra).
+``diagnostics`` evaluator env-steps/s of the demo policy with and without ``--diagnostics``.
 The JSON goes to stdout (and ``--out FILE``); progress goes to stderr.
 """
 
@@ -28,7 +29,7 @@ from typing import Any
 
 from vlaworld.bench.names import ALL_STAGES, WORLD_STAGES
 
-PARTS = ("chunk", "flops", "world", "env", "render", "served")
+PARTS = ("chunk", "flops", "world", "env", "render", "served", "diagnostics")
 DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
 
 
@@ -61,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--served-clients", type=int, nargs="+", default=[1, 4, 16],
                     help="concurrent clients for the served part (default 1 4 16)")
     ap.add_argument("--served-requests", type=int, default=20, help="timed requests per client in the served part")
+    ap.add_argument("--diag-episodes", type=int, default=4, help="episodes per run in the diagnostics part")
+    ap.add_argument("--diag-max-steps", type=int, default=60, help="steps per episode in the diagnostics part")
     ap.add_argument("--out", help="also write the JSON to this file")
     return ap
 
@@ -113,6 +116,7 @@ def _run_parts(args: argparse.Namespace) -> dict[str, Any]:
         "warmup": warmup, "repeats": repeats, "statistic": "median of repeats (ms); first_call_ms includes compilation",
         "chunk_latency_ms": None, "compile": {"requested": args.compile}, "flops": None,
         "world_encoder_calls_per_env_step": None, "env_steps_per_s": None, "env_steps_per_s_single": None,
+        "diagnostics_cost": None,
     }
     if "chunk" in parts:
         result |= _chunk_part(args, cfg, device, dtype, warmup, repeats)
@@ -141,6 +145,12 @@ def _run_parts(args: argparse.Namespace) -> dict[str, Any]:
         log(f"policy server vs in-process call (demo policy, {threads} torch threads)")
         result["served"] = served_part(ServedBenchConfig(clients=tuple(args.served_clients),
                                                          requests=args.served_requests, threads=threads), log)
+    if "diagnostics" in parts and args.n_envs > 0:
+        from vlaworld.bench.diagnostics_cost import DiagnosticsCostConfig, diagnostics_cost
+
+        log(f"evaluator env-steps/s with and without --diagnostics ({args.n_envs} workers, demo policy, pred)")
+        result["diagnostics_cost"] = diagnostics_cost(DiagnosticsCostConfig(
+            n_envs=args.n_envs, episodes=args.diag_episodes, max_steps=args.diag_max_steps))
     if "render" in parts:
         from vlaworld.bench.lazy_render import LazyRenderConfig, lazy_render_table
 

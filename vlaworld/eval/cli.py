@@ -109,6 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="episode recipe: LeRobot >= 0.4.4 (default), lerobot-0.4.2 (init state discarded, to "
                          "compare with old numbers), fresh-env (the plain recipe without LeRobot's warm-up reset), "
                          "lerobot-0.6.1 (LeRobot 0.6.1's env: 360x360 cameras)")
+    ap.add_argument("--diagnostics", action="store_true",
+                    help="record world diagnostics per episode (attention entropy ratio and per-K mass, Prophet "
+                    "cosine per horizon, memory norm, gate; README, Results). Costs one extra V-JEPA clip and one "
+                    "world-camera render per env step in pred mode; outcomes are unchanged")
     ap.add_argument("--label", help="display name in reports (default: the run directory's name)")
     ap.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                     help="progress bar (default: only on a terminal)")
@@ -165,7 +169,8 @@ def build_policy(args: argparse.Namespace) -> tuple[ChunkPolicy, dict[str, Any],
                             ("--dtype", args.dtype), ("--vlm", args.vlm), ("--stats", args.stats),
                             ("--world-encoder", args.world_encoder), ("--compile", args.compile or None),
                             ("--numerics", args.numerics), ("--world-preprocess", args.world_preprocess),
-                            ("--cuda-graphs", args.cuda_graphs or None)):
+                            ("--cuda-graphs", args.cuda_graphs or None),
+                            ("--diagnostics", args.diagnostics or None)):
             if value is not None:
                 raise UsageError(f"{flag} applies to neural policies; drop it with --policy scripted")
         return ScriptedChunkPolicy(), {"policy": "scripted", "n_action_steps": 1, "memory": None}, None
@@ -196,7 +201,10 @@ def build_policy(args: argparse.Namespace) -> tuple[ChunkPolicy, dict[str, Any],
         "numerics": cfg.numerics, "compile": args.compile,
         "policy_config": json.loads(json.dumps(dataclasses.asdict(cfg), default=str)),
     }
-    return NeuralChunkPolicy(policy, seed=args.seed), fields, checkpoint_hash(ckpt)
+    if args.diagnostics:  # only when on, so run.json files written before the flag existed still resume
+        fields["diagnostics"] = True
+    chunk_policy = NeuralChunkPolicy(policy, seed=args.seed, diagnostics=args.diagnostics)
+    return chunk_policy, fields, checkpoint_hash(ckpt)
 
 
 # Flags that configure the policy itself: with --policy-server they belong on the server's command line.

@@ -9,6 +9,9 @@ labels (``--labels``, ``run.json`` ``config.label``, or directory names such as 
 ``run.json`` (``config.memory``, ``checkpoint_hash``); failing that, every run against the first.
 Each contrast gets the paired difference with Newcombe's interval, exact McNemar with Holm across
 contrasts, and an init-state cluster bootstrap; per-task tests are exploratory, with BH-FDR.
+Episodes with errors are left out of rates and pairs and counted beside them (``n_errors``), or
+counted as failures with ``--errors-as-failures`` (as vla-eval does). Runs recorded with
+``--diagnostics`` get a world-diagnostics section (``eval.diagnostics``).
 """
 
 from __future__ import annotations
@@ -27,9 +30,11 @@ import numpy as np
 
 from vlaworld.errors import VlaworldError
 from vlaworld.eval import stats
+from vlaworld.eval.diagnostics import diagnostics_section
+from vlaworld.eval.plots import forest_plot, prophet_plot, rates_plot
+from vlaworld.eval.report import ALPHA, to_markdown, verdicts
 from vlaworld.eval.results import EpisodeKey, EpisodeRecord, ResultsFormatError, RunInfo, read_episodes, read_run_info
-from vlaworld.eval.report import ALPHA, plot, task_order, to_markdown, verdicts
-from vlaworld.eval.summary import rate_of, task_label
+from vlaworld.eval.summary import rate_of, task_label, task_order
 
 PLANNED = (("E1", "E0"), ("E2", "E0"), ("E2", "E2-zero"), ("E2", "E2-random"))
 MEMORY_MODES = ("random_scaled", "signflip", "shuffle", "random", "zero", "pred", "none")  # SPEC §6, longest first
@@ -64,7 +69,8 @@ class Contrast:
     p_mcnemar: float
     p_holm: float
     mde: float
-    per_task: dict[str, dict[str, Any]]  # task -> n_pairs, diff, ci95, p_mcnemar, q_bh
+    per_task: dict[str, dict[str, Any]]  # task -> n_pairs, diff, ci95, ci95_bootstrap, p_mcnemar, q_bh
+    n_errors: int  # shared episodes with an error in either run: left out, or failures (errors_as_failures)
 
     @property
     def title(self) -> str:
@@ -220,41 +226,48 @@ def _find(runs: list[Run], ref: str) -> Run:
     return hits[0]
 
 
-def _paired(a: Run, b: Run, keys: list[EpisodeKey]) -> tuple[np.ndarray, np.ndarray, list[EpisodeKey]]:
-    ok = [k for k in keys if a.records[k].error is None and b.records[k].error is None]
-    return (np.array([a.records[k].success for k in ok], dtype=bool),
-            np.array([b.records[k].success for k in ok], dtype=bool), ok)
+def _paired(a: Run, b: Run, keys: list[EpisodeKey], *,
+            errors_as_failures: bool = False) -> tuple[np.ndarray, np.ndarray, list[EpisodeKey]]:
+    """Aligned outcomes of A and B: episodes with an error in either run left out, or counted as failures."""
+    ok = [k for k in keys if errors_as_failures or (a.records[k].error is None and b.records[k].error is None)]
+    won = lambda r: r.error is None and bool(r.success)  # noqa: E731
+    return (np.array([won(a.records[k]) for k in ok], dtype=bool),
+            np.array([won(b.records[k]) for k in ok], dtype=bool), ok)
 
 
-def run_contrasts(pairs: list[tuple[Run, Run]], keys: list[EpisodeKey], *,
-                  n_resamples: int = 2000, seed: int = 0) -> list[Contrast]:
+def run_contrasts(pairs: list[tuple[Run, Run]], keys: list[EpisodeKey], *, n_resamples: int = 2000, seed: int = 0,
+                  errors_as_failures: bool = False) -> list[Contrast]:
     multi = len({k[0] for k in keys}) > 1
     raw = []
     for a, b in pairs:
-        xa, xb, ok = _paired(a, b, keys)
+        xa, xb, ok = _paired(a, b, keys, errors_as_failures=errors_as_failures)
         t = stats.paired_counts(xa, xb)
         tasks = [task_label(a.records[k], multi_suite=multi) for k in ok]
-        boot = stats.cluster_bootstrap_diff(xa, xb, strata=tasks, clusters=[a.records[k].init_state for k in ok],
-                                            n_resamples=n_resamples, seed=seed)
+        clusters = [a.records[k].init_state for k in ok]
+        boot = stats.cluster_bootstrap_diff(xa, xb, strata=tasks, clusters=clusters, n_resamples=n_resamples, seed=seed)
         per_task = {}
         for task in sorted(set(tasks), key=task_order):
             sel = np.array([x == task for x in tasks])
             tt = stats.paired_counts(xa[sel], xb[sel])
+            tboot = stats.cluster_bootstrap_diff(xa[sel], xb[sel], strata=[task] * tt.n,
+                                                 clusters=[c for c, s in zip(clusters, sel) if s],
+                                                 n_resamples=n_resamples, seed=seed)
             per_task[task] = {"n_pairs": tt.n, "diff": tt.diff, "ci95": list(stats.newcombe_paired_interval(tt)),
-                              "only_a": tt.only_a, "only_b": tt.only_b,
+                              "ci95_bootstrap": list(tboot), "only_a": tt.only_a, "only_b": tt.only_b,
                               "p_mcnemar": stats.mcnemar_exact(tt.only_a, tt.only_b)}
-        raw.append((a, b, t, boot, per_task))
-    p = [stats.mcnemar_exact(t.only_a, t.only_b) for _, _, t, _, _ in raw]
+        n_errors = sum(a.records[k].error is not None or b.records[k].error is not None for k in keys)
+        raw.append((a, b, t, boot, per_task, n_errors))
+    p = [stats.mcnemar_exact(t.only_a, t.only_b) for _, _, t, *_ in raw]
     p_holm = stats.holm(p)
-    cells = [cell for *_, per_task in raw for cell in per_task.values()]
+    cells = [cell for *_, per_task, _ in raw for cell in per_task.values()]
     for cell, q in zip(cells, stats.benjamini_hochberg([c["p_mcnemar"] for c in cells])):
         cell["q_bh"] = q
     return [Contrast(a=a, b=b, table=t, ci95=stats.newcombe_paired_interval(t), ci95_bootstrap=boot,
-                     p_mcnemar=pi, p_holm=ph, mde=stats.paired_mde(t), per_task=per_task)
-            for (a, b, t, boot, per_task), pi, ph in zip(raw, p, p_holm)]
+                     p_mcnemar=pi, p_holm=ph, mde=stats.paired_mde(t), per_task=per_task, n_errors=n_errors)
+            for (a, b, t, boot, per_task, n_errors), pi, ph in zip(raw, p, p_holm)]
 
 
-def run_tables(runs: list[Run], keys: list[EpisodeKey]) -> dict[str, dict[str, Any]]:
+def run_tables(runs: list[Run], keys: list[EpisodeKey], *, errors_as_failures: bool = False) -> dict[str, dict[str, Any]]:
     """compare.json's ``runs`` part: overall and per-task rates on the compared episodes."""
     multi = len({k[0] for k in keys}) > 1
     out = {}
@@ -263,14 +276,16 @@ def run_tables(runs: list[Run], keys: list[EpisodeKey]) -> dict[str, dict[str, A
         tasks: dict[str, list[EpisodeRecord]] = {}
         for rec in recs:
             tasks.setdefault(task_label(rec, multi_suite=multi), []).append(rec)
-        out[r.name] = {"label": r.label, "role": r.role, "overall": rate_of(recs).to_json(),
-                       "per_task": {t: rate_of(tasks[t]).to_json() for t in sorted(tasks, key=task_order)}}
+        rate = lambda rs: rate_of(rs, errors_as_failures=errors_as_failures).to_json()  # noqa: E731
+        out[r.name] = {"label": r.label, "role": r.role, "overall": rate(recs),
+                       "per_task": {t: rate(tasks[t]) for t in sorted(tasks, key=task_order)}}
     return out
 
 
 def to_json(runs: list[Run], tables: dict[str, dict[str, Any]], contrasts: list[Contrast],
-            notes: list[str], source: str, n_resamples: int, seed: int) -> dict[str, Any]:
-    """compare.json in SPEC §9's schema, plus labels, roles, table counts and per-task tests."""
+            notes: list[str], source: str, n_resamples: int, seed: int, *,
+            diagnostics: dict[str, Any] | None = None, errors_as_failures: bool = False) -> dict[str, Any]:
+    """compare.json in SPEC §9's schema, plus labels, roles, table counts, per-task tests and diagnostics."""
     return {
         "runs": tables,
         "contrasts": [{
@@ -278,18 +293,23 @@ def to_json(runs: list[Run], tables: dict[str, dict[str, Any]], contrasts: list[
             "n_pairs": c.table.n, "diff": c.table.diff, "ci95": list(c.ci95),
             "p_mcnemar": c.p_mcnemar, "p_holm": c.p_holm, "ci95_bootstrap": list(c.ci95_bootstrap),
             "both": c.table.both, "only_a": c.table.only_a, "only_b": c.table.only_b, "neither": c.table.neither,
-            "mde": c.mde, "per_task": c.per_task,
+            "mde": c.mde, "per_task": c.per_task, "n_errors": c.n_errors,
         } for c in contrasts],
         "contrast_source": source,
         "notes": notes,
         "verdicts": verdicts(contrasts),
+        "errors_as_failures": errors_as_failures,
+        "diagnostics": diagnostics if diagnostics is not None else {"runs": {}, "paired_by_prophet_quartile": []},
         "method": {
             "ci95": "Newcombe (1998) method 10 paired interval",
             "ci95_bootstrap": f"cluster bootstrap over init states within tasks, {n_resamples} resamples, seed {seed}",
             "p_mcnemar": "exact two-sided McNemar (binomial on discordant pairs, no mid-p)",
             "p_holm": "Holm-Bonferroni across the contrasts",
             "per_task.q_bh": "Benjamini-Hochberg FDR across all per-task tests",
-            "rates": "Wilson 95 %; episodes with errors excluded and counted under 'errors'",
+            "rates": ("Wilson 95 %; episodes with errors counted as failures (--errors-as-failures), also counted "
+                      "under 'n_errors'" if errors_as_failures else
+                      "Wilson 95 %; episodes with errors excluded and counted under 'n_errors'"),
+            "per_task.ci95_bootstrap": "cluster bootstrap over the task's init states, same resamples and seed",
         },
     }
 
@@ -297,40 +317,58 @@ def to_json(runs: list[Run], tables: dict[str, dict[str, Any]], contrasts: list[
 
 def compare(paths: Sequence[str | Path], *, out: str | Path | None = None, intersect: bool = False,
             contrasts: Sequence[str] = (), labels: Sequence[str] | None = None,
-            n_resamples: int = 2000, seed: int = 0) -> tuple[dict[str, Any], str]:
-    """Build the report; with ``out`` write compare.json, compare.md and compare.png there."""
+            n_resamples: int = 2000, seed: int = 0, errors_as_failures: bool = False) -> tuple[dict[str, Any], str]:
+    """Build the report; with ``out`` write compare.json, compare.md and the plots there."""
     if len(paths) < 1:
         raise CompareError("give at least one run directory")
     runs = load_runs(paths, labels)
     keys, notes = align_episodes(runs, intersect=intersect)
     notes += consistency_notes(runs) + [n for r in runs for n in r.notes]
+    if errors_as_failures:
+        notes.append("Episodes with errors count as failures (--errors-as-failures), as tools such as vla-eval "
+                     "count them; n_errors says how many.")
     pairs, source = plan_contrasts(runs, contrasts)
-    results = run_contrasts(pairs, keys, n_resamples=n_resamples, seed=seed)
-    doc = to_json(runs, run_tables(runs, keys), results, notes, source, n_resamples, seed)
+    results = run_contrasts(pairs, keys, n_resamples=n_resamples, seed=seed, errors_as_failures=errors_as_failures)
+    diagnostics = diagnostics_section({r.name: r.records for r in runs}, keys, [(a.name, b.name) for a, b in pairs],
+                                      errors_as_failures=errors_as_failures, n_resamples=n_resamples, seed=seed)
+    doc = to_json(runs, run_tables(runs, keys, errors_as_failures=errors_as_failures), results, notes, source,
+                  n_resamples, seed, diagnostics=diagnostics, errors_as_failures=errors_as_failures)
     text = to_markdown(runs, doc, results)
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         (out / "compare.json").write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+        names = {r.name: r.label for r in runs}
+        drawn = [name for name, ok in (
+            ("compare.png", rates_plot(doc, names, out / "compare.png")),
+            ("compare_forest.png", forest_plot(doc, out / "compare_forest.png")),
+            ("compare_prophet.png", prophet_plot(diagnostics, names, out / "compare_prophet.png")),
+        ) if ok]
+        if drawn:
+            text += "\n## Plots\n\n" + "".join(f"![{name}]({name})\n\n" for name in drawn)
         (out / "compare.md").write_text(text, encoding="utf-8")
-        plot(runs, doc, out / "compare.png")
     return doc, text
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m vlaworld.eval.compare", description=__doc__.split("\n")[0])
     ap.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories holding episodes.jsonl")
-    ap.add_argument("--out", help="write compare.json, compare.md and compare.png here")
+    ap.add_argument("--out", help="write compare.json, compare.md and the plots (compare.png, compare_forest.png, "
+                    "compare_prophet.png) here")
     ap.add_argument("--intersect", action="store_true", help="compare only the episodes all runs share")
     ap.add_argument("--contrast", nargs="+", action="extend", default=[], metavar="A:B",
                     help="test A − B (run name, label, role such as E2-zero, or 1-based index)")
     ap.add_argument("--labels", nargs="+", help="one display label per run, e.g. E0 E1 E2 E2-zero E2-random")
     ap.add_argument("--bootstrap", type=int, default=2000, help="cluster-bootstrap resamples (default 2000)")
     ap.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    ap.add_argument("--errors-as-failures", action="store_true",
+                    help="count episodes with errors as failures (as vla-eval does) instead of leaving them out; "
+                    "either way n_errors is reported beside the rates")
     args = ap.parse_args(argv)
     try:
         _, text = compare(args.runs, out=args.out, intersect=args.intersect, contrasts=args.contrast,
-                          labels=args.labels, n_resamples=args.bootstrap, seed=args.seed)
+                          labels=args.labels, n_resamples=args.bootstrap, seed=args.seed,
+                          errors_as_failures=args.errors_as_failures)
     except (CompareError, ResultsFormatError, FileNotFoundError, json.JSONDecodeError) as exc:
         print(f"compare: error: {exc}", file=sys.stderr)
         return 2

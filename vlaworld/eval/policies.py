@@ -3,7 +3,8 @@
 - ``NeuralChunkPolicy`` wraps ``vlaworld.Policy``: it stacks the waiting workers' observations into
   one batch (mixed tasks), draws each row's flow-matching noise from that episode's own generator
   (episode.chunk_noise), passes the generators for the random memory modes, and accumulates the
-  per-chunk memory statistics and a digest of its actions into the episode's record.
+  per-chunk memory statistics and a digest of its actions into the episode's record; with
+  ``diagnostics=True`` it also records each episode's world diagnostics (eval.world_trace).
 - ``ScriptedChunkPolicy`` runs the privileged-state libero_spatial expert, one action per chunk
   (it reads the simulator state every step and needs no cameras).
 """
@@ -19,7 +20,14 @@ import numpy as np
 
 from vlaworld.envs.scripted import ScriptedSpatialExpert
 from vlaworld.eval.episode import EpisodeId, chunk_noise, episode_generator
-from vlaworld.eval.worker import PRIVILEGED_KEY, STATE_KEY, TASK_KEY, WORLD_FRAMES_KEY, ObservationNeeds
+from vlaworld.eval.worker import (
+    PRIVILEGED_KEY,
+    STATE_KEY,
+    TASK_KEY,
+    WORLD_FRAMES_KEY,
+    WORLD_TRACE_KEY,
+    ObservationNeeds,
+)
 
 # Rollout memory modes that draw random numbers (SPEC §6); they get the episodes' generators.
 RANDOM_MEMORY_MODES = ("random", "random_scaled")
@@ -96,7 +104,7 @@ class EpisodeTally:
 class NeuralChunkPolicy:
     """A ``vlaworld.Policy`` behind the scheduler, with identity-seeded noise per episode."""
 
-    def __init__(self, policy: Any, *, seed: int) -> None:
+    def __init__(self, policy: Any, *, seed: int, diagnostics: bool = False) -> None:
         self.policy = policy
         self.seed = seed
         cfg = policy.config
@@ -105,10 +113,15 @@ class NeuralChunkPolicy:
         self.max_action_dim = int(cfg.max_action_dim)
         self.image_keys = tuple(cfg.image_features)
         self.world_frames = int(getattr(policy, "world_frames_needed", 0) or 0)
-        self.needs = ObservationNeeds(
-            cameras=True, world_frames=self.world_frames,
-            world_camera=env_feature(policy, policy.world_camera) if self.world_frames else None,
-        )
+        self.diagnostics = None
+        if diagnostics:
+            from vlaworld.eval.world_trace import DiagnosticsRecorder  # torch: only for neural policies
+
+            self.diagnostics = DiagnosticsRecorder(policy)
+        trace = self.diagnostics is not None and self.diagnostics.needs_trace
+        self.world_camera = env_feature(policy, policy.world_camera) if self.world_frames or trace else None
+        self.needs = ObservationNeeds(cameras=True, world_frames=self.world_frames, world_camera=self.world_camera,
+                                      world_trace=trace)
         self.random_memory = getattr(cfg, "memory", None) in RANDOM_MEMORY_MODES
         # compiled code and CUDA graphs are specialised per batch size: pad to few sizes (batch_bucket)
         self.pad_batches = bool(getattr(cfg, "compile", False) or getattr(cfg, "cuda_graphs", False))
@@ -120,11 +133,13 @@ class NeuralChunkPolicy:
     def begin_episode(self, episode: EpisodeId) -> None:
         self._generators[episode] = episode_generator(episode, self.seed)
         self._tally[episode] = EpisodeTally()
+        if self.diagnostics is not None:
+            self.diagnostics.begin_episode(episode)
 
     def batch(self, observations: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         """The env observation dicts stacked: uint8 [B,H,W,3] cameras, [B,8] state, B task strings."""
         first = observations[0]
-        keys = [k for k in first if k.startswith("observation.")]
+        keys = [k for k in first if k.startswith("observation.") and k != WORLD_TRACE_KEY]  # trace: per-row lengths
         batch: dict[str, Any] = {k: np.stack([o[k] for o in observations]) for k in keys}
         batch[STATE_KEY] = batch[STATE_KEY].astype(np.float32, copy=False)
         batch[TASK_KEY] = [str(o[TASK_KEY]) for o in observations]
@@ -144,10 +159,15 @@ class NeuralChunkPolicy:
             noise = torch.cat([noise, noise.new_zeros((pad, *noise.shape[1:]))])
             generators = [*generators, *[torch.Generator().manual_seed(0) for _ in range(pad)]]
         batch = self.batch(observations)
+        if self.diagnostics is not None:  # before the chunk: this boundary's latent is the base of its prediction
+            self.diagnostics.observe(episodes, observations[:rows])
         if self.random_memory:
             chunk = self.policy.predict_chunk(batch, noise=noise, generators=generators)
         else:
             chunk = self.policy.predict_chunk(batch, noise=noise)
+        if self.diagnostics is not None:
+            boundary = [o[self.world_camera] for o in observations[:rows]] if self.world_camera else []
+            self.diagnostics.after_chunk(episodes, boundary)
         actions = chunk[:rows, : self.n_action_steps].float().cpu().numpy()  # [B, n, action_dim]
         stats = list(getattr(self.policy, "last_chunk_stats", None) or [{}] * (rows + pad))
         for episode, row, chunk_actions in zip(episodes, stats[:rows], actions, strict=True):
@@ -156,7 +176,11 @@ class NeuralChunkPolicy:
             self._tally[episode].unshuffled += rows < self.min_batch
         return list(actions)
 
-    def end_episode(self, episode: EpisodeId) -> dict[str, Any]:
+    def end_episode(self, episode: EpisodeId, last: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The episode's extra record fields; ``last``: the world trace after its last boundary (diagnostics)."""
         self._generators.pop(episode, None)
         tally = self._tally.pop(episode, None)
-        return tally.fields() if tally is not None else {}
+        fields = tally.fields() if tally is not None else {}
+        if self.diagnostics is not None and tally is not None:
+            fields["diagnostics"] = self.diagnostics.end_episode(episode, last)
+        return fields

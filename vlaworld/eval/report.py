@@ -1,26 +1,21 @@
-"""Words, tables and the plot of the comparison report (``compare.md``, ``compare.png``).
+"""Words and tables of the comparison report (``compare.md``).
 
 The numbers come from ``compare``; this module only says them: per-contrast sentences, the answers
-to the three research questions, the Markdown document, and the per-task plot (matplotlib is
-imported lazily, so the report works without it).
+to the three research questions and the Markdown document (the plots are in ``plots``, the world
+diagnostics section in ``report_diagnostics``).
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from vlaworld.eval.report_diagnostics import section
+from vlaworld.eval.summary import task_order
 
 if TYPE_CHECKING:
     from vlaworld.eval.compare import Contrast, Run
 
 ALPHA = 0.05  # two-sided significance level of every test in the report
-
-
-def task_order(task: str) -> tuple[str, int]:
-    """Sort key of per-task labels: ``"3"`` or ``"suite:3"`` by suite, then numerically."""
-    suite, _, tid = task.rpartition(":")
-    return (suite, int(tid)) if tid.lstrip("-").isdigit() else (task, 0)
 
 
 def _pp(x: float) -> str:
@@ -96,39 +91,46 @@ def verdicts(contrasts: list[Contrast]) -> list[str]:
     return out
 
 
-def _cell(r: dict[str, Any]) -> str:
+def _cell(r: dict[str, Any], *, always_errors: bool = False) -> str:
+    """``k/n rate (CI)``, and the episodes with errors beside it (always in the overall row)."""
+    errors = r.get("n_errors", r.get("errors", 0))
+    note = f" · {errors} err" if errors or always_errors else ""
     if not r["n"]:
-        return "–"
+        return "–" + note
     lo, hi = r["ci95"]
-    return f"{r['successes']}/{r['n']} {100 * r['rate']:.1f} ({100 * lo:.1f}–{100 * hi:.1f})"
+    return f"{r['successes']}/{r['n']}{note} {100 * r['rate']:.1f} ({100 * lo:.1f}–{100 * hi:.1f})"
 
 
 def to_markdown(runs: list[Run], doc: dict[str, Any], contrasts: list[Contrast]) -> str:
-    lines = ["# Policy comparison", "", "| run | label | role | memory | checkpoint | episodes | errors |",
+    as_failures = bool(doc.get("errors_as_failures"))
+    lines = ["# Policy comparison", "", "| run | label | role | memory | checkpoint | episodes | with errors |",
              "|---|---|---|---|---|---|---|"]
     for r in runs:
         t, cfg = doc["runs"][r.name]["overall"], (r.info.config if r.info else {})
         ckpt = (r.info.checkpoint_hash or "")[:12] if r.info else ""
         lines.append(f"| {r.name} | {r.label} | {r.role or ''} | {cfg.get('memory', '')} | {ckpt} | "
-                     f"{t['n'] + t['errors']} | {t['errors']} |")
+                     f"{t['n'] + (0 if as_failures else t['n_errors'])} | {t['n_errors']} |")
     lines += [""] + [f"> {n}" for n in doc["notes"]] + ([""] if doc["notes"] else [])
     lines += ["## Answers", ""] + [f"{i}. {v}" for i, v in enumerate(doc["verdicts"], 1)] + [""]
     tasks = sorted({t for run in doc["runs"].values() for t in run["per_task"]}, key=task_order)
-    lines += ["## Success rates", "", "successes/n, rate % (Wilson 95 % CI); episodes with errors excluded.", "",
+    handling = "counted as failures (--errors-as-failures)" if as_failures else "left out of k/n"
+    lines += ["## Success rates", "", f"successes/n · episodes with errors ({handling}), rate % (Wilson 95 % CI).", "",
               "| task | " + " | ".join(r.label for r in runs) + " |", "|---" * (len(runs) + 1) + "|"]
     for t in tasks + ["all"]:
-        cells = [_cell(doc["runs"][r.name]["overall"] if t == "all" else
-                       doc["runs"][r.name]["per_task"].get(t, {"n": 0})) for r in runs]
+        cells = [_cell(doc["runs"][r.name]["overall"], always_errors=True) if t == "all" else
+                 _cell(doc["runs"][r.name]["per_task"].get(t, {"n": 0})) for r in runs]
         lines.append(f"| {'**all**' if t == 'all' else t} | " + " | ".join(cells) + " |")
     lines += ["", f"## Contrasts ({doc['contrast_source']}; Holm over {len(contrasts)})", "",
-              "| contrast | pairs | diff pp | 95 % CI (Newcombe) | 95 % CI (init-state bootstrap) | only A / only B "
-              "| McNemar p | Holm p | MDE pp |", "|---|---|---|---|---|---|---|---|---|"]
+              f"Episodes with an error in either run: {handling} (errors column).", "",
+              "| contrast | pairs | errors | diff pp | 95 % CI (Newcombe) | 95 % CI (init-state bootstrap) | "
+              "only A / only B | McNemar p | Holm p | MDE pp |", "|---|---|---|---|---|---|---|---|---|---|"]
     for c in contrasts:
-        lines.append(f"| {c.title} | {c.table.n} | {_pp(c.table.diff)} | {_pp(c.ci95[0])} to {_pp(c.ci95[1])} | "
-                     f"{_pp(c.ci95_bootstrap[0])} to {_pp(c.ci95_bootstrap[1])} | {c.table.only_a} / {c.table.only_b} "
-                     f"| {_p(c.p_mcnemar)} | {_p(c.p_holm)} | ±{100 * c.mde:.1f} |")
+        lines.append(f"| {c.title} | {c.table.n} | {c.n_errors} | {_pp(c.table.diff)} | {_pp(c.ci95[0])} to "
+                     f"{_pp(c.ci95[1])} | {_pp(c.ci95_bootstrap[0])} to {_pp(c.ci95_bootstrap[1])} | "
+                     f"{c.table.only_a} / {c.table.only_b} | {_p(c.p_mcnemar)} | {_p(c.p_holm)} | ±{100 * c.mde:.1f} |")
     lines += ["", "## Per-task differences (exploratory)", "",
-              "diff pp (BH-FDR q across all task × contrast tests); **bold** when q < 0.05.", "",
+              "diff pp (BH-FDR q across all task × contrast tests); **bold** when q < 0.05. With both intervals: "
+              "`compare_forest.png`.", "",
               "| task | " + " | ".join(c.title for c in contrasts) + " |", "|---" * (len(contrasts) + 1) + "|"]
     for t in tasks:
         cells = []
@@ -137,38 +139,10 @@ def to_markdown(runs: list[Run], doc: dict[str, Any], contrasts: list[Contrast])
             text = f"{_pp(cell['diff'])} (q {_p(cell['q_bh'])})" if cell else "–"
             cells.append(f"**{text}**" if cell and cell["q_bh"] < ALPHA else text)
         lines.append(f"| {t} | " + " | ".join(cells) + " |")
-    lines += ["", "## Method", ""] + [f"- {k}: {v}" for k, v in doc["method"].items()] + [
+    lines += [""] + section(doc.get("diagnostics"), {r.name: r.label for r in runs})
+    lines += ["## Method", ""] + [f"- {k}: {v}" for k, v in doc["method"].items()] + [
+        f"- diagnostics.{k}: {v}" for k, v in (doc.get("diagnostics") or {}).get("method", {}).items()
+        if any((doc.get("diagnostics") or {}).get("runs", {}).values())] + [
         "- Intervals cover episode sampling only, not training-seed variance.",
         "- Non-significant means no difference was detected at this sample size, not that the runs are equal.", ""]
     return "\n".join(lines)
-
-
-def plot(runs: list[Run], doc: dict[str, Any], path: Path) -> bool:
-    """Per-task success rates with Wilson intervals, one marker series per run; False without matplotlib."""
-    try:
-        from matplotlib.figure import Figure  # no pyplot: no global backend or figure state
-    except ImportError:
-        print("compare: matplotlib is not installed, so no plot was written; "
-              "pip install 'vlaworld[report]' (or matplotlib) to get compare.png", file=sys.stderr)
-        return False
-    tasks = sorted({t for run in doc["runs"].values() for t in run["per_task"]}, key=task_order) + ["all"]
-    fig = Figure(figsize=(max(6.0, 0.8 * len(tasks) + 2), 4))
-    ax = fig.subplots()
-    width = 0.8 / max(1, len(runs))
-    for i, r in enumerate(runs):
-        rows = [doc["runs"][r.name]["overall"] if t == "all" else doc["runs"][r.name]["per_task"].get(t, {"n": 0})
-                for t in tasks]
-        xs = [j - 0.4 + width * (i + 0.5) for j, row in enumerate(rows) if row["n"]]
-        ys = [100 * row["rate"] for row in rows if row["n"]]
-        err = [[100 * (row["rate"] - row["ci95"][0]) for row in rows if row["n"]],
-               [100 * (row["ci95"][1] - row["rate"]) for row in rows if row["n"]]]
-        ax.errorbar(xs, ys, yerr=err, fmt="o", capsize=2, label=r.label)
-    ax.set_xticks(range(len(tasks)), tasks)
-    ax.set_xlabel("task")
-    ax.set_ylabel("success % (Wilson 95 % CI)")
-    ax.set_ylim(0, 102)
-    ax.legend(fontsize="small")
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    return True

@@ -33,6 +33,7 @@ from vlaworld.errors import UsageError, VlaworldError
 from vlaworld.eval.episode import EpisodeId
 from vlaworld.eval.results import INFRASTRUCTURE_ERROR, POLICY_ERROR, EpisodeRecord
 from vlaworld.eval.worker import (
+    WORLD_TRACE_KEY,
     Actions,
     ChunkRequest,
     EpisodeDone,
@@ -70,7 +71,11 @@ class ChunkPolicy(Protocol):
         """One [n <= n_action_steps, action_dim] array per row, for a batch of boundary observations."""
 
     def end_episode(self, episode: EpisodeId) -> dict[str, Any]:
-        """Forget the episode; returns extra fields for its record (e.g. memory stats)."""
+        """Forget the episode; returns extra fields for its record (e.g. memory stats).
+
+        A policy whose ``needs.world_trace`` is set is called as ``end_episode(episode, last)`` after a
+        finished episode, ``last`` holding the world-camera frames after its last chunk boundary.
+        """
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -290,7 +295,10 @@ class Scheduler:
             slot.finished += 1
             episode = slot.episode
             state.task_text[(episode.suite, episode.task_id)] = message.task
-            extra = dict(self.policy.end_episode(episode))
+            if message.world_trace is not None:
+                extra = dict(self.policy.end_episode(episode, {WORLD_TRACE_KEY: message.world_trace}))
+            else:
+                extra = dict(self.policy.end_episode(episode))
             extra.update(attempts=state.attempts[episode], rendered_steps=message.rendered_steps)
             if message.video is not None:
                 extra["video"] = message.video

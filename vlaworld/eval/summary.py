@@ -1,7 +1,9 @@
 """Success rates of a run, and ``summary.json`` / ``summary.md`` (SPEC §8).
 
 Rates count only episodes that ran without ``error`` (an infrastructure fault is not a policy
-failure); each comes with its Wilson 95 % interval. Split from ``results`` (the durable store).
+failure), and say how many had one (``n_errors``, beside k/n); each rate comes with its Wilson 95 %
+interval. ``errors_as_failures`` counts them as failures instead, as some other tools do (vla-eval),
+for numbers comparable with theirs. Split from ``results`` (the durable store).
 """
 
 from __future__ import annotations
@@ -29,9 +31,9 @@ from vlaworld.eval.stats import wilson_interval
 class Rate:
     """Success count over the episodes that ran without error, with its Wilson 95 % interval."""
 
-    n: int
+    n: int  # episodes in the rate
     successes: int
-    errors: int = 0  # every episode with ``error`` set
+    errors: int = 0  # episodes with an error: outside n, or inside it as failures (errors_as_failures)
     policy_errors: int = 0  # of which: the policy produced non-finite actions (results.POLICY_ERROR)
 
     @property
@@ -44,20 +46,28 @@ class Rate:
 
     def to_json(self) -> dict[str, Any]:
         return {"n": self.n, "successes": self.successes, "rate": self.rate,
-                "ci95": list(self.ci95), "errors": self.errors, "policy_errors": self.policy_errors}
+                "ci95": list(self.ci95), "errors": self.errors, "n_errors": self.errors,
+                "policy_errors": self.policy_errors}
 
 
-def rate_of(records: Iterable[EpisodeRecord]) -> Rate:
-    """Errors are counted apart, never as failures."""
+def rate_of(records: Iterable[EpisodeRecord], *, errors_as_failures: bool = False) -> Rate:
+    """Errors are counted apart, never as failures (unless ``errors_as_failures``, for other tools' convention)."""
     n = successes = errors = policy_errors = 0
     for r in records:
         if r.error is not None:
             errors += 1
             policy_errors += r.extra.get("error_kind") == POLICY_ERROR
+            n += errors_as_failures
         else:
             n += 1
             successes += bool(r.success)
     return Rate(n=n, successes=successes, errors=errors, policy_errors=policy_errors)
+
+
+def task_order(task: str) -> tuple[str, int]:
+    """Sort key of per-task labels: ``"3"`` or ``"suite:3"`` by suite, then numerically."""
+    suite, _, tid = task.rpartition(":")
+    return (suite, int(tid)) if tid.lstrip("-").isdigit() else (task, 0)
 
 
 def task_label(record: EpisodeRecord, *, multi_suite: bool) -> str:
@@ -98,19 +108,19 @@ def write_summary(
                       "kind": r.extra.get("error_kind", INFRASTRUCTURE_ERROR)} for r in records if r.error is not None]
     doc["throughput"] = dict(throughput or {})
     doc["notes"] = list(notes) + [
-        "Rates exclude episodes with errors (counted under 'errors': infrastructure faults, and 'policy_errors': "
-        "episodes stopped because the policy produced non-finite actions). Wilson 95 % intervals cover "
+        "Rates exclude episodes with errors (counted under 'n_errors', and of them under 'policy_errors' those "
+        "stopped because the policy produced non-finite actions). Wilson 95 % intervals cover "
         "episode sampling only, not training-seed variance."
     ]
     json_path, md_path = run_dir / SUMMARY_JSON, run_dir / SUMMARY_MD
     _write_atomic(json_path, json.dumps(doc, indent=2, allow_nan=False) + "\n")
-    rows = ["| task | successes / n | rate % | 95 % CI | errors (policy) | instruction |", "|---|---|---|---|---|---|"]
+    rows = ["| task | successes / n | with errors (policy) | rate % | 95 % CI | instruction |", "|---|---|---|---|---|---|"]
     for key, t in doc["per_task"].items():
-        rows.append(f"| {key} | {t['successes']}/{t['n']} | {_pct(t['rate'])} | "
-                    f"{_pct(t['ci95'][0])}–{_pct(t['ci95'][1])} | {t['errors']} ({t['policy_errors']}) | {t['task']} |")
+        rows.append(f"| {key} | {t['successes']}/{t['n']} | {t['n_errors']} ({t['policy_errors']}) | {_pct(t['rate'])} | "
+                    f"{_pct(t['ci95'][0])}–{_pct(t['ci95'][1])} | {t['task']} |")
     o = doc["overall"]
-    rows.append(f"| **all** | **{o['successes']}/{o['n']}** | **{_pct(o['rate'])}** | "
-                f"{_pct(o['ci95'][0])}–{_pct(o['ci95'][1])} | {o['errors']} ({o['policy_errors']}) | |")
+    rows.append(f"| **all** | **{o['successes']}/{o['n']}** | {o['n_errors']} ({o['policy_errors']}) | **{_pct(o['rate'])}** | "
+                f"{_pct(o['ci95'][0])}–{_pct(o['ci95'][1])} | |")
     lines = [f"# Run summary: {run_dir.name}", "", f"Suites: {', '.join(doc['suites'])}", "", *rows, ""]
     if doc["throughput"]:
         lines += ["## Throughput", ""] + [

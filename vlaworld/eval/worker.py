@@ -15,7 +15,8 @@ Render only what is consumed (SPEC §10). Observation t (after t policy steps) i
 boundary (t % n_action_steps == 0), with every camera; world policies also read the world camera's
 frames of the W - 1 observations before it. So step t renders all cameras at a boundary, only the
 world camera when 0 < (-t) % n_action_steps < W, nothing otherwise, and everything on every step of
-a recorded video episode (render_needed). Skipped renders do not change later images
+a recorded video episode (render_needed); with diagnostics (``world_trace``) the world camera at every
+step, each frame sent once with the next request or the episode's end. Skipped renders do not change later images
 (LiberoEnv.set_render). The worker never imports the policy; it imports torch only for the state's
 axis-angle, which must be LeRobot's own float32 torch arithmetic (vlaworld.envs.observation).
 
@@ -41,6 +42,7 @@ from typing import Any
 import numpy as np
 
 WORLD_FRAMES_KEY = "observation.world_frames"
+WORLD_TRACE_KEY = "observation.world_trace"  # --diagnostics: the world camera at every step since the last request
 PRIVILEGED_KEY = "privileged"
 IMAGE_PREFIX = "observation.images."
 STATE_KEY = "observation.state"
@@ -55,12 +57,15 @@ class ObservationNeeds:
     privileged: bool = False  # simulator state (scripted experts), sent under "privileged"
     world_frames: int = 0  # W: last W frames of `world_camera`, oldest first, repeat-padded at the start
     world_camera: str | None = None
+    # --diagnostics: the world camera rendered at every step and sent as WORLD_TRACE_KEY (each step's frame
+    # once, in order: with the request that follows it, or with EpisodeDone after the last boundary)
+    world_trace: bool = False
 
     def __post_init__(self) -> None:
         if self.world_frames < 0:
             raise ValueError(f"world_frames must be >= 0, got {self.world_frames}")
-        if self.world_frames and not self.world_camera:
-            raise ValueError("world_frames > 0 needs world_camera (the feature name of the encoded camera)")
+        if (self.world_frames or self.world_trace) and not self.world_camera:
+            raise ValueError("world_frames > 0 or world_trace needs world_camera (the feature name of the encoded camera)")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -105,6 +110,7 @@ class EpisodeDone:
     sim_s: float  # seconds spent inside env.reset / env.step
     rendered_steps: int  # observations rendered with cameras (reset included)
     video: str | None = None
+    world_trace: np.ndarray | None = None  # [n, H, W, 3]: world-camera frames after the last request (diagnostics)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -130,7 +136,7 @@ def render_needed(t: int, n_action_steps: int, needs: ObservationNeeds) -> Rende
     before_boundary = (-t) % n_action_steps  # steps until the next chunk boundary (0: t is one)
     if before_boundary == 0 and needs.cameras:
         return Render.ALL
-    if before_boundary < needs.world_frames:
+    if before_boundary < needs.world_frames or needs.world_trace:
         return Render.WORLD
     return Render.NONE
 
@@ -141,6 +147,7 @@ class _Episode:
     def __init__(self, env: Any, spec: WorkerSpec, start: StartEpisode) -> None:
         self.env, self.spec, self.start = env, spec, start
         self.frames: deque[np.ndarray] = deque(maxlen=max(spec.needs.world_frames, 1))
+        self.trace: list[np.ndarray] = []  # world-camera frames not yet sent (needs.world_trace)
         self.recorder = None
         if start.video:
             from vlaworld.envs.video import EpisodeRecorder
@@ -161,6 +168,8 @@ class _Episode:
         self.rendered += bool(rendered)
         if rendered and self.spec.needs.world_frames:
             self.frames.append(obs[self.spec.needs.world_camera])
+        if self.spec.needs.world_trace:
+            self.trace.append(np.array(obs[self.spec.needs.world_camera], copy=True))
         if self.recorder is not None:
             self.recorder.add(obs)
 
@@ -198,7 +207,13 @@ class _Episode:
             frames = list(self.frames)
             frames = [frames[0]] * (needs.world_frames - len(frames)) + frames  # repeat-pad at the start
             out[WORLD_FRAMES_KEY] = np.stack(frames)  # [W, H, W, 3] uint8, oldest first
+        if needs.world_trace:
+            out[WORLD_TRACE_KEY] = self._take_trace()
         return ChunkRequest(observation=out, steps=self.steps)
+
+    def _take_trace(self) -> np.ndarray:
+        frames, self.trace = self.trace, []
+        return np.stack(frames)  # [n, H, W, 3] uint8, oldest first
 
     def done(self) -> EpisodeDone:
         success = bool(self.info.get("is_success", False))
@@ -210,6 +225,7 @@ class _Episode:
         return EpisodeDone(
             task=self.env.task.language, seed=int(self.info["seed"]), init_state=self.info.get("init_state"),
             success=success, steps=self.steps, sim_s=self.sim_s, rendered_steps=self.rendered, video=video,
+            world_trace=self._take_trace() if self.spec.needs.world_trace else None,
         )
 
 

@@ -16,8 +16,9 @@ Notable choices:
   touches another episode's actions (the plugin dropped the memory of the whole batch), and a closed
   gate returns ``h`` bit for bit. Callers that want to skip the world path entirely ask ``is_open()``.
 - Diagnostics are opt-in (``record_stats = True``): only then are attention probabilities materialised
-  (explicit softmax instead of the fused kernel) and kept as tensors in ``last_stats``; nothing is
-  read back to the host until ``InjectStats.summary()``.
+  (an explicit softmax beside the fused kernel, whose output is used either way, so recording never
+  changes actions) and kept as tensors in ``last_stats``; nothing is read back to the host until
+  ``InjectStats.summary()`` or ``rows()``.
 """
 
 from __future__ import annotations
@@ -81,13 +82,10 @@ class PackedAttention(nn.Module):
             q = F.linear(x, w[:width], b[:width])  # (B, S, W)
             k, v = F.linear(memory, w[width:], b[width:]).chunk(2, dim=-1)  # 2 x (B, K, W)
         q, k, v = self._heads(q), self._heads(k), self._heads(v)  # (B, nh, S|K, hd)
-        probs = None
-        if need_probs:
-            scores = (q * self.head_dim**-0.5) @ k.transpose(-2, -1)  # (B, nh, S, K)
-            probs = scores.softmax(dim=-1)
-            y = probs @ v  # (B, nh, S, hd)
-        else:
-            y = F.scaled_dot_product_attention(q, k, v)  # (B, nh, S, hd)
+        y = F.scaled_dot_product_attention(q, k, v)  # (B, nh, S, hd)
+        # Probabilities for diagnostics come from a separate softmax, so recording them never changes
+        # the output: a run with diagnostics takes exactly the actions of a run without.
+        probs = ((q * self.head_dim**-0.5) @ k.transpose(-2, -1)).softmax(dim=-1) if need_probs else None  # (B, nh, S, K)
         y = y.transpose(1, 2).reshape(x.shape[0], x.shape[1], width)  # (B, S, W)
         return self.out_proj(y), probs
 
@@ -174,6 +172,17 @@ class InjectStats:
             "ctx_norm": mean(self.ctx_norm),
             "act_norm": mean(self.h_norm),
         }
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Per batch row (one host sync): each episode's own attention statistics, for per-episode records.
+
+        A row the injection left untouched (non-finite memory, closed gate) gets ``{"applied": False}``.
+        """
+        applied = self.applied.tolist()
+        entropy, ratio = self.entropy.float().tolist(), self.entropy_ratio.float().tolist()
+        per_k = self.per_k.float().tolist()
+        return [{"applied": True, "attn_entropy": e, "attn_entropy_ratio": r, "attn_per_k": pk} if a
+                else {"applied": False} for a, e, r, pk in zip(applied, entropy, ratio, per_k)]
 
 
 class GatedCrossAttention(nn.Module):
