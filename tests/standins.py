@@ -169,6 +169,7 @@ class StandinPolicy:
     chunk_size = 6
     n_action_steps = 4
     min_batch = 1
+    world_encoder_calls = None
     needs = ObservationNeeds(cameras=True, world_frames=2, world_camera=IMAGE_KEYS[0])
 
     def __init__(self, seed: int = 0, noise_scale: float = 1.5, predict_sleep: float = 0.0) -> None:
@@ -201,6 +202,9 @@ class StandinPolicy:
         self.generators.pop(episode, None)
         return {}
 
+    def close(self) -> None:
+        pass
+
 
 def raw_keys(run_dir: str | Path) -> Counter:
     """Episode identities as written in episodes.jsonl, duplicates included (the reader hides them)."""
@@ -218,7 +222,7 @@ def run_standin(out: str | Path, *, n_envs: int, tasks: Sequence[int], episodes:
                 max_batch: int | None = None, worker_timeout_s: float = 600.0, progress: bool | None = False,
                 shard_info=None, device: str = "cpu"):
     """The evaluator on stand-ins: returns (records, stats) of run_eval."""
-    from vlaworld.eval.cli import run_eval
+    from vlaworld.eval.run import run_eval
     from vlaworld.eval.scheduler import SchedulerConfig
 
     eps = episode_list("standin", tasks, episodes)

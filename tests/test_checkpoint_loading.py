@@ -11,10 +11,11 @@ import vlaworld
 from tests import lerobot_layout as layout
 from tests.tiny_checkpoint import VLM_REPO, libero_batch, tiny_config_json, write_tiny_checkpoint, write_tiny_vlm
 from tests.tiny_models import TINY_VLM_JSON
-from vlaworld.config import ConfigError, PolicyConfig, VLMConfig
-from vlaworld.hub import ModelFilesNotFound
-from vlaworld.models.smolvla import ModelSpec, SmolVLAModel
-from vlaworld.statedict import CheckpointError
+from vlaworld.checkpoint.architecture import architecture
+from vlaworld.config import ConfigError, PolicyConfig
+from vlaworld.checkpoint.hub import ModelFilesNotFound
+from vlaworld.models.smolvla import VLMConfig
+from vlaworld.checkpoint.files import CheckpointError
 
 
 @pytest.fixture(scope="module")
@@ -184,9 +185,8 @@ def test_real_size_model_has_lerobots_parameter_count():
     inputs, outputs = layout.features(cameras=("observation.image", "observation.image2", "observation.image3"),
                                       state_dim=6, action_dim=6)
     cfg = layout.smolvla_config(input_features=inputs, output_features=outputs, overrides={"pad_language_to": "max_length"})
-    spec = ModelSpec(policy=PolicyConfig.from_lerobot(cfg), vlm=VLMConfig.from_hf(vlm_json))
     with torch.device("meta"):
-        model = SmolVLAModel(spec)
+        model = architecture(PolicyConfig.from_lerobot(cfg), VLMConfig.from_hf(vlm_json)).build()
     state = model.state_dict()
     assert len(state) == 500
     assert sum(p.numel() for p in model.parameters()) == 450_046_176

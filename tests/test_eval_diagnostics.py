@@ -19,7 +19,7 @@ import vlaworld
 from tests.standins import StandinFactory
 from tests.test_eval_neural import RecordingPolicy
 from vlaworld.demo import ensure_demo
-from vlaworld.eval.cli import cpu_shared_with_workers, run_eval
+from vlaworld.eval.run import cpu_shared_with_workers, run_eval
 from vlaworld.eval.episode import episode_list
 from vlaworld.eval.scheduler import SchedulerConfig
 

@@ -86,11 +86,8 @@ def test_render_schedule(n: int, w: int, cameras: bool, every_camera: list[int],
 
 def test_world_camera_in_env_names() -> None:
     """A checkpoint that renames env cameras gets its world frames from the env's camera."""
-    from types import SimpleNamespace
-
     from vlaworld.eval.policies import env_feature
 
     rename = {"observation.images.image": "observation.images.top"}  # env name -> checkpoint name
-    renamed = SimpleNamespace(processors=SimpleNamespace(rename_map=rename))
-    assert env_feature(renamed, "observation.images.top") == "observation.images.image"
-    assert env_feature(SimpleNamespace(), "observation.images.image") == "observation.images.image"
+    assert env_feature(rename, "observation.images.top") == "observation.images.image"
+    assert env_feature({}, "observation.images.image") == "observation.images.image"

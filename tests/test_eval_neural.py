@@ -20,7 +20,7 @@ import torch
 import vlaworld
 from tests.standins import StandinFactory
 from vlaworld.demo import ensure_demo
-from vlaworld.eval.cli import cpu_shared_with_workers, run_eval
+from vlaworld.eval.run import cpu_shared_with_workers, run_eval
 from vlaworld.eval.episode import EpisodeId, chunk_noise, episode_generator, episode_list
 from vlaworld.eval.policies import NeuralChunkPolicy
 from vlaworld.eval.scheduler import SchedulerConfig
@@ -90,15 +90,17 @@ def test_episode_actions_do_not_depend_on_workers(tmp_path: Path, demo, device: 
 
 
 class _FakeConfig:
-    chunk_size, n_action_steps, max_action_dim, memory, compile = 4, 2, 3, "random", True
+    chunk_size, n_action_steps, max_action_dim, memory, compile, cuda_graphs = 4, 2, 3, "random", True, False
     image_features = ("observation.images.image",)
 
 
 class _FakePolicy:
-    """predict_chunk echoes each row's state and noise, so row bookkeeping can be checked."""
+    """An EvaluatedPolicy whose predict_chunk echoes each row's state and noise, so row bookkeeping can be checked."""
 
     config = _FakeConfig()
-    world_frames_needed = 0
+    rename_map: dict[str, str] = {}
+    world_frames_needed, world_camera, world_encoder_calls = 0, None, 0
+    last_chunk_stats: list[dict] = []
 
     def __init__(self) -> None:
         self.sizes: list[int] = []

@@ -14,6 +14,7 @@ import pytest
 from tests.serve_support import load_demo
 from tests.standins import StandinFactory
 from vlaworld.eval import cli
+from vlaworld.eval.run import cpu_shared_with_workers, run_eval
 from vlaworld.eval.episode import episode_list
 from vlaworld.eval.policies import NeuralChunkPolicy
 from vlaworld.eval.remote import RemoteChunkPolicy
@@ -30,8 +31,8 @@ COMPARED_EXTRA = ("chunks", "memory_nonfinite_chunks", "memory_norm_mean", "acti
 def evaluate(out: Path, policy, *, max_batch: int | None):
     config = {"suite": "standin", "tasks": list(TASKS), "episodes": EPISODES}
     scheduler = SchedulerConfig(n_envs=2, env_factory=StandinFactory(), max_steps=MAX_STEPS, max_batch=max_batch)
-    with cli.cpu_shared_with_workers("cpu", 2):  # as the CLI does: no oversubscribed cores
-        records, stats = cli.run_eval(out=out, config=config, episodes=episode_list("standin", TASKS, EPISODES),
+    with cpu_shared_with_workers("cpu", 2):  # as the CLI does: no oversubscribed cores
+        records, stats = run_eval(out=out, config=config, episodes=episode_list("standin", TASKS, EPISODES),
                                       policy=policy, scheduler=scheduler, progress=False)
     return {r.key: r for r in records}, stats
 

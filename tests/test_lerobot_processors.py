@@ -11,8 +11,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import lerobot_layout as layout
-from vlaworld import lerobot_processors as lp
-from vlaworld.statedict import CheckpointError
+from vlaworld.checkpoint import normalization as norm
+from vlaworld.checkpoint import processors as lp
+from vlaworld.checkpoint.files import CheckpointError
 
 SMOLVLA_PRE = ["rename_observations_processor", "to_batch_processor", "smolvla_new_line_processor",
                "tokenizer_processor", "device_processor", "normalizer_processor"]
@@ -33,17 +34,17 @@ def test_reads_every_field_lerobot_writes(tmp_path):
     assert [s.registry_name for s in spec.preprocessor.steps] == SMOLVLA_PRE
     assert [s.registry_name for s in spec.postprocessor.steps] == ["unnormalizer_processor", "device_processor"]
     assert spec.preprocessor.name == "policy_preprocessor" and spec.postprocessor.name == "policy_postprocessor"
-    norm = spec.normalizer
-    assert list(norm.features) == ["observation.images.image", "observation.images.image2", "observation.state",
+    normalizer = spec.normalizer
+    assert list(normalizer.features) == ["observation.images.image", "observation.images.image2", "observation.state",
                                    "action"]
-    assert norm.features["observation.state"] == lp.Feature(type="STATE", shape=(8,))
-    assert norm.features["observation.images.image"].shape == (3, 256, 256)
-    assert norm.norm_map == {"VISUAL": "IDENTITY", "STATE": "MEAN_STD", "ACTION": "MEAN_STD"}
-    assert norm.eps == 1e-8 and norm.normalize_observation_keys is None
-    assert set(norm.stats) == set(stats)  # all dataset features are saved, not only the policy's
+    assert normalizer.features["observation.state"] == norm.Feature(type="STATE", shape=(8,))
+    assert normalizer.features["observation.images.image"].shape == (3, 256, 256)
+    assert normalizer.norm_map == {"VISUAL": "IDENTITY", "STATE": "MEAN_STD", "ACTION": "MEAN_STD"}
+    assert normalizer.eps == 1e-8 and normalizer.normalize_observation_keys is None
+    assert set(normalizer.stats) == set(stats)  # all dataset features are saved, not only the policy's
     for key, sub in stats.items():
         for name, value in sub.items():
-            torch.testing.assert_close(norm.stats[key][name], value, rtol=0, atol=0)
+            torch.testing.assert_close(normalizer.stats[key][name], value, rtol=0, atol=0)
     assert list(spec.unnormalizer.features) == ["action"]
     assert spec.tokenizer == lp.TokenizerSpec(tokenizer_name=layout.VLM, max_length=48, padding="longest",
                                               padding_side="right", truncation=True, task_key="task")
@@ -132,25 +133,25 @@ def test_stats_check_missing_unmatched_partial(tmp_path):
     ckpt = layout.write_checkpoint(tmp_path / "nostats", stats=None)
     spec = lp.read_processors(ckpt)
     assert "state_file" not in spec.preprocessor.find("normalizer_processor").entry
-    norm = spec.normalizer
-    check = lp.check_stats(norm.features, norm.norm_map, norm.stats)
+    normalizer = spec.normalizer
+    check = norm.check_stats(normalizer.features, normalizer.norm_map, normalizer.stats)
     assert check.status == "missing" and check.needed == ("observation.state", "action")
     assert "--stats" in check.message
 
     base = {"so100-blue.buffer.action": {"mean": torch.zeros(6), "std": torch.ones(6)},
             "so100-blue.buffer.observation.state": {"mean": torch.zeros(6), "std": torch.ones(6)}}
-    check = lp.check_stats(norm.features, norm.norm_map, base)  # lerobot/smolvla_base's keys
+    check = norm.check_stats(normalizer.features, normalizer.norm_map, base)  # lerobot/smolvla_base's keys
     assert check.status == "unmatched" and "identity" in check.message
 
     stats = layout.dataset_stats()
     del stats["action"]
-    check = lp.check_stats(norm.features, norm.norm_map, stats)
+    check = norm.check_stats(normalizer.features, normalizer.norm_map, stats)
     assert check.status == "partial" and check.missing == ("action",)
-    assert lp.check_stats(norm.features, norm.norm_map, layout.dataset_stats()).status == "ok"
+    assert norm.check_stats(normalizer.features, normalizer.norm_map, layout.dataset_stats()).status == "ok"
 
     bad = layout.dataset_stats(state_dim=6)
     with pytest.raises(CheckpointError, match="observation.state.mean"):
-        lp.check_stats(norm.features, norm.norm_map, bad)
+        norm.check_stats(normalizer.features, normalizer.norm_map, bad)
 
 
 def test_mean_std_and_min_max_match_lerobot_formulas():
@@ -158,28 +159,28 @@ def test_mean_std_and_min_max_match_lerobot_formulas():
     s = {"mean": torch.tensor([0.1, 0.2, 0.3]), "std": torch.tensor([2.0, 0.0, 1.0]),
          "min": torch.tensor([-1.0, 1.0, 0.0]), "max": torch.tensor([1.0, 1.0, 4.0]),
          "q01": torch.tensor([-1.0, 0.0, 0.0]), "q99": torch.tensor([1.0, 2.0, 4.0])}
-    torch.testing.assert_close(lp.normalize(x, s, "MEAN_STD"), (x - s["mean"]) / (s["std"] + 1e-8))
-    assert lp.normalize(x, s, "MEAN_STD")[0, 1].item() == pytest.approx(-2.2 / 1e-8, rel=1e-6)
-    torch.testing.assert_close(lp.unnormalize(x, s, "MEAN_STD"), x * s["std"] + s["mean"])  # no eps
-    mm = lp.normalize(x, s, "MIN_MAX")
+    torch.testing.assert_close(norm.normalize(x, s, "MEAN_STD"), (x - s["mean"]) / (s["std"] + 1e-8))
+    assert norm.normalize(x, s, "MEAN_STD")[0, 1].item() == pytest.approx(-2.2 / 1e-8, rel=1e-6)
+    torch.testing.assert_close(norm.unnormalize(x, s, "MEAN_STD"), x * s["std"] + s["mean"])  # no eps
+    mm = norm.normalize(x, s, "MIN_MAX")
     expected = torch.tensor([[0.5, 2 * (-3.0) / 1e-8 - 1, 0.5]])  # max==min: denominator eps, not +eps
     torch.testing.assert_close(mm, expected)
-    torch.testing.assert_close(lp.unnormalize(mm, s, "MIN_MAX")[:, [0, 2]], x[:, [0, 2]])
-    legacy = lp.normalize(x, s, "MIN_MAX", legacy_min_max=True)
+    torch.testing.assert_close(norm.unnormalize(mm, s, "MIN_MAX")[:, [0, 2]], x[:, [0, 2]])
+    legacy = norm.normalize(x, s, "MIN_MAX", legacy_min_max=True)
     torch.testing.assert_close(legacy[0, 0], (x[0, 0] + 1) / (2 + 1e-8) * 2 - 1)
-    torch.testing.assert_close(lp.normalize(x, s, "QUANTILES"), torch.tensor([[0.5, -3.0, 0.5]]))
-    assert lp.normalize(x, s, "IDENTITY") is x
+    torch.testing.assert_close(norm.normalize(x, s, "QUANTILES"), torch.tensor([[0.5, -3.0, 0.5]]))
+    assert norm.normalize(x, s, "IDENTITY") is x
     with pytest.raises(CheckpointError, match="q10"):
-        lp.normalize(x, s, "QUANTILE10")
+        norm.normalize(x, s, "QUANTILE10")
     with pytest.raises(CheckpointError, match="Unsupported"):
-        lp.normalize(x, s, "ZSCORE")
+        norm.normalize(x, s, "ZSCORE")
 
 
 def test_normalisation_runs_in_the_input_dtype():
     """LeRobot moves the stats to x's dtype first, so in bf16 the eps vanishes (L318-321)."""
     x = torch.tensor([1.0, 2.0], dtype=torch.bfloat16)
     s = {"mean": torch.tensor([0.5, 0.5]), "std": torch.tensor([0.3, 3.0])}
-    out = lp.normalize(x, s, "MEAN_STD")
+    out = norm.normalize(x, s, "MEAN_STD")
     assert out.dtype == torch.bfloat16
     assert torch.equal(out, (x - s["mean"].bfloat16()) / (s["std"].bfloat16() + 1e-8))
 
@@ -194,15 +195,15 @@ def test_normalizer_spec_apply_uses_feature_type_and_keys(tmp_path):
     a = torch.randn(2, 50, 7)
     torch.testing.assert_close(spec.unnormalizer.apply("action", a, inverse=True),
                                a * stats["action"]["std"] + stats["action"]["mean"])
-    only = lp.NormalizerSpec(features=spec.normalizer.features, norm_map=spec.normalizer.norm_map,
+    only = norm.NormalizerSpec(features=spec.normalizer.features, norm_map=spec.normalizer.norm_map,
                              stats=spec.normalizer.stats, normalize_observation_keys=())
     assert only.mode("observation.state") == "IDENTITY" and only.mode("action") == "MEAN_STD"
 
 
 def test_legacy_buffers_are_extracted_and_accounted_for():
-    feats = {"observation.images.wrist_image": lp.Feature(type="VISUAL", shape=(3, 256, 256)),
-             "observation.state": lp.Feature(type="STATE", shape=(8,)),
-             "action": lp.Feature(type="ACTION", shape=(7,))}
+    feats = {"observation.images.wrist_image": norm.Feature(type="VISUAL", shape=(3, 256, 256)),
+             "observation.state": norm.Feature(type="STATE", shape=(8,)),
+             "action": norm.Feature(type="ACTION", shape=(7,))}
     t = {
         "model.state_proj.weight": torch.zeros(960, 32),
         "normalize_inputs.buffer_observation_state.mean": torch.full((8,), 0.5),
@@ -214,23 +215,23 @@ def test_legacy_buffers_are_extracted_and_accounted_for():
         "unnormalize_outputs.buffer_action.std": torch.full((7,), 4.0),
         "normalize_inputs.so100_buffer_observation_state.mean": torch.zeros(6),
     }
-    legacy = lp.extract_legacy_stats(t, feats)
+    legacy = norm.extract_legacy_stats(t, feats)
     assert set(legacy.consumed) == set(t) - {"model.state_proj.weight"}
     assert legacy.unmatched == ("normalize_inputs.so100_buffer_observation_state",)
     assert legacy.inputs["observation.state"]["std"][0] == 2.0
     assert "observation.images.wrist_image" in legacy.inputs  # not mangled to wrist.image
     assert legacy.pre["action"]["mean"][0] == 1.0 and legacy.post["action"]["mean"][0] == 1.5
     norm_map = {"VISUAL": "IDENTITY", "STATE": "MEAN_STD", "ACTION": "MEAN_STD"}
-    assert lp.check_stats(feats, norm_map, legacy.pre).status == "ok"
+    assert norm.check_stats(feats, norm_map, legacy.pre).status == "ok"
     never_set = {"observation.state": {"mean": torch.full((8,), torch.inf), "std": torch.full((8,), torch.inf)}}
-    assert lp.check_stats(feats, norm_map, never_set).status == "missing"  # +inf: stats were never set
-    assert lp.check_stats(feats, {"STATE": "IDENTITY"}, {}).status == "ok"  # nothing to normalise
+    assert norm.check_stats(feats, norm_map, never_set).status == "missing"  # +inf: stats were never set
+    assert norm.check_stats(feats, {"STATE": "IDENTITY"}, {}).status == "ok"  # nothing to normalise
 
 
 def test_stats_file_formats(tmp_path):
     stats = layout.dataset_stats()
     save_file(layout.flat_stats(stats), tmp_path / "s.safetensors")
-    from_st = lp.load_stats_file(tmp_path / "s.safetensors")
+    from_st = norm.load_stats_file(tmp_path / "s.safetensors")
     torch.testing.assert_close(from_st["observation.state"]["mean"], stats["observation.state"]["mean"])
     # meta/stats.json as LeRobot's write_stats writes it: nested lists, images (3,1,1), count [n]
     root = tmp_path / "dataset"
@@ -238,18 +239,18 @@ def test_stats_file_formats(tmp_path):
     doc = {k: {s: v.tolist() for s, v in sub.items()} for k, sub in stats.items()}
     (root / "meta" / "stats.json").write_text(json.dumps(doc, indent=4, ensure_ascii=False))
     for source in (root, root / "meta" / "stats.json"):
-        got = lp.load_stats_file(source)
+        got = norm.load_stats_file(source)
         assert got["observation.images.image"]["mean"].shape == (3, 1, 1)
         assert got["action"]["count"].tolist() == [1234.0] and got["action"]["std"].dtype == torch.float32
         torch.testing.assert_close(got["action"]["std"], stats["action"]["std"])
     (tmp_path / "bad.json").write_text('{"action": {"mean": ["a"]}}')
     with pytest.raises(CheckpointError, match="non-numeric"):
-        lp.load_stats_file(tmp_path / "bad.json")
+        norm.load_stats_file(tmp_path / "bad.json")
     (tmp_path / "s.npz").write_bytes(b"")
     with pytest.raises(CheckpointError, match="safetensors or a .json"):
-        lp.load_stats_file(tmp_path / "s.npz")
+        norm.load_stats_file(tmp_path / "s.npz")
     with pytest.raises(CheckpointError, match="does not exist"):
-        lp.load_stats_file(tmp_path / "nope.json")
+        norm.load_stats_file(tmp_path / "nope.json")
 
 
 def test_with_stats_replaces_the_state_files(tmp_path):
@@ -309,7 +310,7 @@ def test_built_spec_equals_what_lerobot_train_writes(tmp_path, world):
     ref = layout.write_checkpoint(tmp_path / "ref", world=world, config=cfg, stats=stats)
 
     def feats(d):
-        return {k: lp.Feature(type=v["type"], shape=tuple(v["shape"])) for k, v in d.items()}
+        return {k: norm.Feature(type=v["type"], shape=tuple(v["shape"])) for k, v in d.items()}
 
     spec = lp.smolvla_spec(input_features=feats(cfg["input_features"]), output_features=feats(cfg["output_features"]),
                            norm_map=cfg["normalization_mapping"], tokenizer_name=cfg["vlm_model_name"],
@@ -326,9 +327,9 @@ def test_smolvla_base_style_stats_read_from_files_are_unmatched(tmp_path):
     cfg = layout.smolvla_config(input_features=layout.features(state_dim=6, action_dim=6)[0],
                                 output_features=layout.features(state_dim=6, action_dim=6)[1])
     ckpt = layout.write_checkpoint(tmp_path / "base", config=cfg, stats=base)
-    norm = lp.read_processors(ckpt).normalizer
-    assert "so100-blue.buffer.observation.state" in norm.stats  # the stat is after the last dot
-    check = lp.check_stats(norm.features, norm.norm_map, norm.stats)
+    normalizer = lp.read_processors(ckpt).normalizer
+    assert "so100-blue.buffer.observation.state" in normalizer.stats  # the stat is after the last dot
+    check = norm.check_stats(normalizer.features, normalizer.norm_map, normalizer.stats)
     assert check.status == "unmatched" and check.missing == ("observation.state", "action")
     state = torch.randn(1, 6)
-    assert norm.apply("observation.state", state) is state  # what LeRobot silently does
+    assert normalizer.apply("observation.state", state) is state  # what LeRobot silently does

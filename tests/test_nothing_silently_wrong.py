@@ -247,7 +247,7 @@ def test_stats_changed_between_invocations_are_named_on_resume(tiny, tmp_path, c
 
 
 def test_label_given_on_resume_is_recorded(tmp_path):
-    from vlaworld.eval.cli import run_eval
+    from vlaworld.eval.run import run_eval
     from vlaworld.eval.episode import episode_list
     from vlaworld.eval.scheduler import SchedulerConfig
 

@@ -7,8 +7,9 @@ import torch.nn.functional as F
 
 import vlaworld
 from tests.tiny_checkpoint import libero_batch, write_tiny_checkpoint, write_tiny_vlm
-from vlaworld.lerobot_processors import read_processors
-from vlaworld.tokenizer import TaskTokenizer, TokenizerSettings
+from vlaworld.checkpoint.processors import read_processors
+from vlaworld.models.flow_matching import PrefixInputs
+from vlaworld.processing.tokenizer import TaskTokenizer, TokenizerSettings
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +48,8 @@ def test_predict_chunk_equals_lerobot_pipeline_written_out(files, policy):
               padding_side="right", return_tensors="pt")
     head = policy.model.model
     masks = [torch.ones(2, dtype=torch.bool)] * 2
-    prefix = head.encode_prefix(images, masks, enc["input_ids"], enc["attention_mask"].bool(), state)
+    prefix = head.encode_prefix(PrefixInputs(images=tuple(images), image_masks=tuple(masks), tokens=enc["input_ids"],
+                                             token_masks=enc["attention_mask"].bool(), state=state))
     actions = head.sample_actions(prefix, noise)[:, :, :7]
     expected = actions * post["action"]["std"] + post["action"]["mean"]
     assert torch.equal(got, expected)

@@ -15,7 +15,7 @@ from torch import nn
 
 from vlaworld.models import prophet as P
 from vlaworld.models import world_inject as W
-from vlaworld.statedict import load_strict
+from vlaworld.checkpoint.strict import load_strict
 
 TOL = 1e-5
 
@@ -236,7 +236,7 @@ def test_configs_are_frozen_keyword_only_and_validated():
         W.WorldInjectConfig(width=10, n_heads=3)
     with pytest.raises(KeyError, match="Did you mean 'debug'"):
         P.config_from_name("debg")
-    cfg = P.ProphetConfig.from_lerobot({"world_latent_dim": 32, "future_offset": 4, "prophet_heads": 4})
+    cfg = P.ProphetConfig(latent_dim=32, hidden_dim=32, horizon=4, n_heads=4)
     assert (cfg.hidden_dim, cfg.horizon, cfg.ffn_dim) == (32, 4, 128)
     with pytest.raises(AttributeError):
         cfg.horizon = 2  # type: ignore[misc]

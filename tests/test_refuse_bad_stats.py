@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 
 import vlaworld
 from tests.tiny_checkpoint import libero_batch, write_tiny_checkpoint, write_tiny_vlm
-from vlaworld.statedict import CheckpointError
+from vlaworld.checkpoint.files import CheckpointError
 
 POST_STATE = "policy_postprocessor_step_0_unnormalizer_processor.safetensors"
 PRE_STATE = "policy_preprocessor_step_5_normalizer_processor.safetensors"

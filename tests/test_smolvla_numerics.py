@@ -3,11 +3,11 @@
 import pytest
 import torch
 
-from tests.tiny_models import random_inputs, reference_and_ours, tiny_spec
+from tests.tiny_models import as_inputs, random_inputs, reference_and_ours, tiny_spec
 from vlaworld.models.expert import ExpertLayout
 from vlaworld.models.flow_matching import euler_times, make_att_2d_masks
 from vlaworld.models.smollm import TextConfig, TextModel, apply_rope
-from vlaworld.statedict import load_strict
+from vlaworld.checkpoint.strict import load_strict
 
 TOL = 1e-5
 
@@ -24,7 +24,7 @@ def test_sample_actions_matches_reference(overrides):
     ref, ours, spec = reference_and_ours(**overrides)
     images, img_masks, tokens, tok_masks, state, noise = random_inputs(spec)
     expected = ref.sample_actions(images, img_masks, tokens, tok_masks, state, noise)
-    prefix = ours.model.encode_prefix(images, img_masks, tokens, tok_masks, state)
+    prefix = ours.model.encode_prefix(as_inputs(images, img_masks, tokens, tok_masks, state))
     got = ours.model.sample_actions(prefix, noise)
     assert (got - expected).abs().max().item() <= TOL
 
@@ -36,7 +36,7 @@ def test_training_loss_matches_reference(overrides):
     actions = torch.randn_like(noise)
     time = torch.tensor([0.3, 0.85])
     expected = ref.losses(images, img_masks, tokens, tok_masks, state, actions, noise, time)
-    got = ours.model.loss(images, img_masks, tokens, tok_masks, state, actions, noise, time)
+    got = ours.model.loss(as_inputs(images, img_masks, tokens, tok_masks, state), actions, noise, time)
     assert got.shape == (2, spec.policy.chunk_size, spec.policy.max_action_dim)
     assert (got - expected).abs().max().item() <= TOL
 
@@ -46,11 +46,11 @@ def test_cached_step_equals_uncached_joint_forward():
     _, ours, spec = reference_and_ours()
     images, img_masks, tokens, tok_masks, state, noise = random_inputs(spec)
     head = ours.model
-    prefix_state = head.encode_prefix(images, img_masks, tokens, tok_masks, state)
+    prefix_state = head.encode_prefix(as_inputs(images, img_masks, tokens, tok_masks, state))
     for t in (1.0, 0.4):
         emb = head.time_embeddings([t], noise.shape[0], noise.device)[0]
         cached = head.denoise_step(noise, emb, prefix_state)
-        prefix, pad, att = head.embed_prefix(images, img_masks, tokens, tok_masks, state)
+        prefix, pad, att = head.embed_prefix(as_inputs(images, img_masks, tokens, tok_masks, state))
         suffix = head.embed_suffix(noise, emb)
         ones = torch.ones(suffix.shape[:2], dtype=torch.bool)
         pad_all, att_all = torch.cat([pad, ones], 1), torch.cat([att, ones], 1)
@@ -75,7 +75,7 @@ def test_bf16_checkpoint_dtypes_match_reference():
                     p.data = p.data.to(torch.bfloat16)
     images, img_masks, tokens, tok_masks, state, noise = random_inputs(spec)
     expected = ref.sample_actions(images, img_masks, tokens, tok_masks, state, noise)
-    got = ours.model.sample_actions(ours.model.encode_prefix(images, img_masks, tokens, tok_masks, state), noise)
+    got = ours.model.sample_actions(ours.model.encode_prefix(as_inputs(images, img_masks, tokens, tok_masks, state)), noise)
     assert got.dtype == torch.float32
     # Same ops in the same order; only the vision attention kernel (SDPA in both) may differ in rounding.
     assert (got - expected).abs().max().item() <= 1e-2
@@ -136,10 +136,10 @@ def test_inconsistent_expert_layout_is_refused():
 def test_padded_prefix_length_changes_nothing():
     _, ours, spec = reference_and_ours()
     images, img_masks, tokens, tok_masks, state, noise = random_inputs(spec)
-    base = ours.model.sample_actions(ours.model.encode_prefix(images, img_masks, tokens, tok_masks, state), noise)
+    base = ours.model.sample_actions(ours.model.encode_prefix(as_inputs(images, img_masks, tokens, tok_masks, state)), noise)
     spec_padded = tiny_spec(prefix_length=64)
     ours.model.cfg = spec_padded.head
-    padded_state = ours.model.encode_prefix(images, img_masks, tokens, tok_masks, state)
+    padded_state = ours.model.encode_prefix(as_inputs(images, img_masks, tokens, tok_masks, state))
     assert padded_state.pad_mask.shape[1] == 64
     padded = ours.model.sample_actions(padded_state, noise)
     assert (padded - base).abs().max().item() <= TOL
@@ -155,12 +155,12 @@ def test_image_special_tokens_frame_every_camera():
     special = (5, 9)
     spec = dataclasses.replace(spec, policy=dataclasses.replace(spec.policy, add_image_special_tokens=True),
                                image_special_token_ids=special)
-    framed = SmolVLAModel(spec).eval()
+    framed = SmolVLAModel(spec.model).eval()
     framed.load_state_dict(ours.state_dict())
     images, img_masks, tokens, tok_masks, state, _ = random_inputs(spec)
     with torch.no_grad():
-        plain, plain_pad, _ = ours.model.embed_prefix(images, img_masks, tokens, tok_masks, state)
-        embs, pad, att = framed.model.embed_prefix(images, img_masks, tokens, tok_masks, state)
+        plain, plain_pad, _ = ours.model.embed_prefix(as_inputs(images, img_masks, tokens, tok_masks, state))
+        embs, pad, att = framed.model.embed_prefix(as_inputs(images, img_masks, tokens, tok_masks, state))
         table = framed.model.embed_tokens(torch.tensor([*special, special[0]]))
     n_img = ours.model.embed_images(images[0]).shape[1]
     block = 2 + n_img + 1

@@ -11,17 +11,11 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from vlaworld.hub import ModelFilesNotFound
-from vlaworld.models.vjepa2 import (
-    CONFIGS,
-    VJEPA2Config,
-    VJEPA2Encoder,
-    adapt_hf_keys,
-    load_vjepa2,
-    param_count,
-)
-from vlaworld.statedict import CheckpointError
-from vlaworld.world_preprocess import IMAGENET_MEAN, IMAGENET_STD, clip_to_float, preprocess_clip
+from vlaworld.checkpoint.hub import ModelFilesNotFound
+from vlaworld.checkpoint.files import CheckpointError
+from vlaworld.checkpoint.vjepa2 import adapt_hf_keys, load_vjepa2
+from vlaworld.models.vjepa2 import CONFIGS, VJEPA2Config, VJEPA2Encoder, param_count
+from vlaworld.world.preprocess import IMAGENET_MEAN, IMAGENET_STD, clip_to_float, preprocess_clip
 
 transformers = pytest.importorskip("transformers")
 

@@ -19,8 +19,8 @@ from tests.tiny_checkpoint import (
     write_tiny_world_checkpoint,
 )
 from vlaworld.config import ConfigError
-from vlaworld.statedict import CheckpointError
-from vlaworld.world import WindowMismatchError
+from vlaworld.checkpoint.files import CheckpointError
+from vlaworld.world.memory import WindowMismatchError
 
 M, T, K, D = 2, 3, 4, 24  # tiny geometry: latent_suffix m2, context_frames 3, future_offset 4
 
@@ -266,7 +266,7 @@ def test_forced_low_precision_runs_the_whole_path(files, dtype):
 
 def test_horizon_cosine_by_hand():
     """cos(predicted change, observed change) per k, from the observed latent at the prediction's step."""
-    from vlaworld.world_diagnostics import HorizonCosine
+    from vlaworld.world.diagnostics import HorizonCosine
 
     h = HorizonCosine(2)
     z0 = torch.tensor([[1.0, 0.0], [0.0, 0.0]])

@@ -15,8 +15,9 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 
 from tests import lerobot_layout as layout
 from tests.tiny_models import IMAGE, TINY_VLM_JSON
-from vlaworld.config import PolicyConfig, VLMConfig
-from vlaworld.models.smolvla import ModelSpec, SmolVLAModel
+from vlaworld.checkpoint.architecture import architecture
+from vlaworld.config import PolicyConfig
+from vlaworld.models.smolvla import VLMConfig
 
 VLM_REPO = "tiny-org/TinySmolVLM"
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<fake_token_around_image>", "<global-img>", "<image>"]
@@ -92,9 +93,9 @@ def write_tiny_checkpoint(directory: Path, *, seed: int = 0, stats: bool = True,
     cfg_json = config or tiny_config_json()
     pstats = layout.dataset_stats(seed=seed) if stats else None
     layout.write_checkpoint(directory, config=cfg_json, stats=pstats)
-    spec = ModelSpec(policy=PolicyConfig.from_lerobot(cfg_json), vlm=VLMConfig.from_hf(TINY_VLM_JSON))
+    arch = architecture(PolicyConfig.from_lerobot(cfg_json), VLMConfig.from_hf(TINY_VLM_JSON))
     torch.manual_seed(seed)
-    model = SmolVLAModel(spec)
+    model = arch.build()
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.05 * torch.randn_like(p))
@@ -141,14 +142,11 @@ def write_tiny_vjepa(directory: Path, seed: int = 0) -> Path:
 
 def write_tiny_world_checkpoint(directory: Path, *, seed: int = 0, gate: float = 0.5, **overrides) -> Path:
     """A complete ``pretrained_model/`` of a tiny smolvla_world policy; ``gate`` is the stored gate param."""
-    from vlaworld.load import world_modules
-
     cfg_json = tiny_config_json(world=True, **{**WORLD_OVERRIDES, **overrides})
     layout.write_checkpoint(directory, world=True, config=cfg_json, stats=layout.dataset_stats(seed=seed))
-    spec = ModelSpec(policy=PolicyConfig.from_lerobot(cfg_json), vlm=VLMConfig.from_hf(TINY_VLM_JSON))
+    arch = architecture(PolicyConfig.from_lerobot(cfg_json), VLMConfig.from_hf(TINY_VLM_JSON))
     torch.manual_seed(seed)
-    inject, prophet = world_modules(cfg_json, spec)
-    model = SmolVLAModel(spec, inject, prophet)
+    model = arch.build()
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.05 * torch.randn_like(p))

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from vlaworld.config import Feature, PolicyConfig, VLMConfig
-from vlaworld.models.smolvla import ModelSpec, SmolVLAModel
-from vlaworld.statedict import load_strict
+from vlaworld.checkpoint.architecture import architecture
+from vlaworld.checkpoint.strict import load_strict
+from vlaworld.config import Feature, PolicyConfig
+from vlaworld.models.flow_matching import PrefixInputs
+from vlaworld.models.smolvla import SmolVLAConfig, SmolVLAModel, VLMConfig
 
 IMAGE = 32  # tiny "512": the resize target and the vision tower's image size
 
@@ -64,8 +68,31 @@ def tiny_policy_config(**overrides) -> PolicyConfig:
     return PolicyConfig(**base)
 
 
-def tiny_spec(**overrides) -> ModelSpec:
-    return ModelSpec(policy=tiny_policy_config(**overrides), vlm=VLMConfig.from_hf(TINY_VLM_JSON))
+@dataclass(frozen=True, kw_only=True)
+class TinySpec:
+    """A tiny policy config with its VLM: what a checkpoint would give the architecture builder."""
+
+    policy: PolicyConfig
+    vlm: VLMConfig
+    image_special_token_ids: tuple[int, int] | None = None
+
+    @property
+    def model(self) -> SmolVLAConfig:
+        return architecture(self.policy, self.vlm, self.image_special_token_ids).smolvla
+
+    @property
+    def head(self):
+        return self.model.head
+
+
+def tiny_spec(**overrides) -> TinySpec:
+    return TinySpec(policy=tiny_policy_config(**overrides), vlm=VLMConfig.from_hf(TINY_VLM_JSON))
+
+
+def as_inputs(images, img_masks, tokens, tok_masks, state) -> PrefixInputs:
+    """The five prefix tensors (as the reference takes them) as the model's input object."""
+    return PrefixInputs(images=tuple(images), image_masks=tuple(img_masks), tokens=tokens, token_masks=tok_masks,
+                        state=state)
 
 
 def hf_config():
@@ -97,12 +124,12 @@ def reference_and_ours(seed: int = 0, **overrides):
         for param in ref.parameters():
             param.add_(0.05 * torch.randn_like(param))
     with torch.device("meta"):
-        ours = SmolVLAModel(spec)
+        ours = SmolVLAModel(spec.model)
     load_strict(ours, ref.lerobot_state_dict(), source="reference state dict")
     return ref, ours.eval(), spec
 
 
-def random_inputs(spec: ModelSpec, bsz: int = 2, seed: int = 1):
+def random_inputs(spec: TinySpec, bsz: int = 2, seed: int = 1):
     g = torch.Generator().manual_seed(seed)
     p = spec.policy
     images = [torch.rand(bsz, 3, IMAGE, IMAGE, generator=g) * 2 - 1 for _ in p.image_features]

@@ -22,15 +22,16 @@ import torch
 
 from tests.reference_smolvla import ReferenceSmolVLA
 from vlaworld.bench.stack import REAL_VLM_JSON, bench_config
+from vlaworld.checkpoint.strict import load_strict
+from vlaworld.models.flow_matching import PrefixInputs
 from vlaworld.models.smolvla import SmolVLAModel
-from vlaworld.statedict import load_strict
 
 
 def build(seed: int = 0) -> tuple[ReferenceSmolVLA, SmolVLAModel, object]:
     from transformers import SmolVLMConfig
 
-    spec = bench_config("real").spec
-    p = spec.policy
+    config = bench_config("real")
+    p = config.policy
     torch.manual_seed(seed)
     ref = ReferenceSmolVLA(
         SmolVLMConfig(**REAL_VLM_JSON), num_vlm_layers=p.num_vlm_layers, width_mult=p.expert_width_multiplier,
@@ -39,14 +40,13 @@ def build(seed: int = 0) -> tuple[ReferenceSmolVLA, SmolVLAModel, object]:
         num_expert_layers=p.num_expert_layers, num_steps=p.num_steps,
     ).eval()
     with torch.device("meta"):
-        ours = SmolVLAModel(spec)
+        ours = config.architecture.build()
     load_strict(ours, ref.lerobot_state_dict(), source="reference state dict")
-    return ref, ours.eval(), spec
+    return ref, ours.eval(), p
 
 
-def inputs(spec, bsz: int, seed: int = 1) -> tuple:
+def inputs(p, bsz: int, seed: int = 1) -> tuple:
     g = torch.Generator().manual_seed(seed)
-    p = spec.policy
     size = p.resize_imgs_with_padding[0]
     images = [torch.rand(bsz, 3, size, size, generator=g) * 2 - 1 for _ in p.image_features]
     masks = [torch.ones(bsz, dtype=torch.bool) for _ in p.image_features]
@@ -65,19 +65,21 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    ref, ours, spec = build()
+    ref, ours, policy = build()
 
     def run_ref(x):
         return ref.sample_actions(*x)
 
     def run_ours(x):
         images, masks, tokens, tok_masks, state, noise = x
-        return ours.model.sample_actions(ours.model.encode_prefix(images, masks, tokens, tok_masks, state), noise)
+        prefix = PrefixInputs(images=tuple(images), image_masks=tuple(masks), tokens=tokens, token_masks=tok_masks,
+                              state=state)
+        return ours.model.sample_actions(ours.model.encode_prefix(prefix), noise)
 
     out = {"threads": torch.get_num_threads(), "per_batch": {}}
     with torch.no_grad():
         for bsz in args.batch:
-            x = inputs(spec, bsz)
+            x = inputs(policy, bsz)
             diff = (run_ours(x) - run_ref(x)).abs().max().item()  # also the warm-up
             times: dict[str, list[float]] = {"ours": [], "reference": []}
             for _ in range(args.repeats):

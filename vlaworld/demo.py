@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from vlaworld import lerobot_processors as lp
+from vlaworld.checkpoint import processors as lp
 
 DEMO_VERSION = "demo-v1"
 SEED = 20260125
@@ -142,17 +142,16 @@ def config_json() -> dict:
 
 
 def _write_checkpoint(directory: Path) -> None:
-    from vlaworld.config import PolicyConfig, VLMConfig
-    from vlaworld.load import world_modules
-    from vlaworld.models.smolvla import ModelSpec, SmolVLAModel
+    from vlaworld.checkpoint.architecture import architecture
+    from vlaworld.config import PolicyConfig
+    from vlaworld.models.smolvla import VLMConfig
 
     directory.mkdir(parents=True)
     cfg = config_json()
     (directory / "config.json").write_text(json.dumps(cfg, indent=4))
-    spec = ModelSpec(policy=PolicyConfig.from_lerobot(cfg), vlm=VLMConfig.from_hf(VLM_JSON))
+    policy = PolicyConfig.from_lerobot(cfg)
     torch.manual_seed(SEED)
-    inject, prophet = world_modules(cfg, spec)
-    model = SmolVLAModel(spec, inject, prophet)
+    model = architecture(policy, VLMConfig.from_hf(VLM_JSON)).build()
     with torch.no_grad():
         model.model.world_inject.gate.fill_(0.5)  # open, so the world path runs (a trained gate starts at 0)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, directory / "model.safetensors",
@@ -161,7 +160,7 @@ def _write_checkpoint(directory: Path) -> None:
         "observation.state": {"mean": torch.zeros(8), "std": torch.full((8,), 0.5)},
         "action": {"mean": torch.zeros(7), "std": torch.full((7,), 0.3)},
     }
-    spec_files = lp.smolvla_spec(input_features=spec.policy.input_features, output_features=spec.policy.output_features,
+    spec_files = lp.smolvla_spec(input_features=policy.input_features, output_features=policy.output_features,
                                  norm_map=cfg["normalization_mapping"], tokenizer_name=VLM_REPO, stats=stats,
                                  world=True)
     lp.write_processors(directory, spec_files)

@@ -8,22 +8,20 @@ from pathlib import Path
 
 import torch
 
-from vlaworld import lerobot_processors as lp
-from vlaworld.checkpoint import find_vlm_dir, read_checkpoint, read_vlm_config, resolve_stats
-from vlaworld.config import ConfigError
+from vlaworld.checkpoint import normalization as norm
+from vlaworld.checkpoint import processors as lp
+from vlaworld.checkpoint.architecture import architecture
+from vlaworld.checkpoint.files import fingerprint
+from vlaworld.checkpoint.lerobot import find_vlm_dir, input_files, read_checkpoint, read_vlm_config, resolve_stats
+from vlaworld.checkpoint.strict import load_strict
+from vlaworld.checkpoint.vjepa2 import encoder_files, load_vjepa2
+from vlaworld.config import DEFAULT_PROFILE, MEMORY_MODES, ConfigError, NumericsProfile, RuntimeDtypes, profile
+from vlaworld.config.numerics import PROFILE_TABLE
 from vlaworld.errors import UsageError
-from vlaworld.files import fingerprint, inside
-from vlaworld.hub import find_model_dir
-from vlaworld.models.prophet import Prophet, ProphetConfig
 from vlaworld.models.siglip import transformers_457_position_ids
-from vlaworld.models.smolvla import ModelSpec, SmolVLAModel
-from vlaworld.models.vjepa2 import load_vjepa2, weight_files
-from vlaworld.models.world_config import MEMORY_MODES
-from vlaworld.models.world_inject import GatedCrossAttention, WorldInjectConfig
-from vlaworld.numerics import DEFAULT_PROFILE, PROFILE_TABLE, NumericsProfile, RuntimeDtypes, profile
+from vlaworld.models.smolvla import SmolVLAModel
 from vlaworld.policy import Policy, ResolvedConfig
-from vlaworld.statedict import load_strict
-from vlaworld.tokenizer import TOKENIZER_FILES, TaskTokenizer, TokenizerSettings
+from vlaworld.processing import InputProcessor, task_tokenizer
 from vlaworld.world import LATENT_MODES, WorldMemory, WorldRollout, resolve_window
 
 log = logging.getLogger(__name__)
@@ -51,7 +49,7 @@ def load_policy(
     """Load a LeRobot ``pretrained_model/`` directory (``smolvla`` or ``smolvla_world``).
 
     ``numerics`` names the LeRobot generation whose actions to reproduce (``lerobot-0.4``: LeRobot 0.4.x
-    on transformers 4.57; ``lerobot-0.6``: LeRobot >= 0.5 on transformers 5; see ``vlaworld.numerics``).
+    on transformers 4.57; ``lerobot-0.6``: LeRobot >= 0.5 on transformers 5; see ``vlaworld.config.numerics``).
     ``dtype=None`` runs every part in the dtype that LeRobot runs it in (its module construction decides,
     not the dtypes stored in the file); a dtype casts the whole model instead. ``vlm`` / ``world_encoder``
     point at local Hugging Face-layout directories (else the offline HF cache); ``stats`` replaces the
@@ -75,7 +73,8 @@ def load_policy(
     vlm_dir = find_vlm_dir(cfg.vlm_model_name, vlm)
     vlm_cfg, vlm_json = read_vlm_config(vlm_dir)
     processors = resolve_stats(ckpt, stats)
-    tokenizer = _tokenizer(processors, cfg, vlm_dir, explicit=vlm is not None, ckpt_dir=ckpt.path)
+    tokenizer = task_tokenizer(processors, cfg, vlm_dir, explicit_vlm=vlm is not None, ckpt_dir=ckpt.path)
+    inputs = InputProcessor(cfg, _stats_to(processors, device), tokenizer, device)
     special = None
     if cfg.add_image_special_tokens:
         ids = tuple(tokenizer.token_id(t) for t in IMAGE_SPECIAL_TOKENS)
@@ -83,10 +82,9 @@ def load_policy(
             raise ConfigError(f"add_image_special_tokens=true but the tokenizer lacks {IMAGE_SPECIAL_TOKENS}")
         special = ids
 
-    spec = ModelSpec(policy=cfg, vlm=vlm_cfg, image_special_token_ids=special)
+    arch = architecture(cfg, vlm_cfg, special, source=ckpt.path / "config.json")
     with torch.device("meta"):
-        inject, prophet = world_modules(ckpt.raw_config, spec)
-        model = SmolVLAModel(spec, inject, prophet)
+        model = arch.build()
     tensors = ckpt.tensors
     stale = [k for k in tensors if k.startswith(WORLD_ENCODER_PREFIX)]
     if stale:
@@ -105,7 +103,8 @@ def load_policy(
         rollout = WorldRollout(
             mode=memory, window=resolve_window(cfg.world, world_window, allow_window_mismatch),
             context=cfg.world.context_frames, horizon=cfg.world.future_offset, latent_dim=cfg.world.world_latent_dim,
-            delta=cfg.world.delta_prediction, preprocess=world_preprocess, smolvla_size=cfg.resize_imgs_with_padding,
+            delta=cfg.world.delta_prediction, camera=cfg.image_features[0], preprocess=world_preprocess,
+            smolvla_size=cfg.resize_imgs_with_padding,
         )
         encoder = None
         if rollout.mode in LATENT_MODES and model.model.world_inject.is_open():
@@ -117,10 +116,9 @@ def load_policy(
         model.model.compile_stages()
         if world is not None and world.encoder is not None:
             world.encoder.compile_blocks()
-    processors = _stats_to(processors, device)
-    files = _input_files(ckpt.path, processors, tokenizer, vlm_dir, stats)
+    files = input_files(ckpt.path, processors, tokenizer.directory, vlm_dir, stats)
     if world is not None and world.encoder is not None:
-        files |= _world_encoder_files(world_encoder, cfg.world.world_vision_model_name)
+        files |= encoder_files(world_encoder, cfg.world.world_vision_model_name)
     resolved = ResolvedConfig(
         **{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name != "n_action_steps"},
         n_action_steps=steps,
@@ -142,7 +140,7 @@ def load_policy(
         world_preprocess=None if world is None else world_preprocess,
         world_encoder=None if world is None or world.encoder is None else str(world_encoder or cfg.world.world_vision_model_name),
     )
-    return Policy(resolved, model, spec, tokenizer, processors, ckpt, world)
+    return Policy(resolved, model, inputs, ckpt.source, world)
 
 
 def _memory_mode(cfg, memory: str | None, where: Path) -> str:
@@ -167,65 +165,6 @@ def _memory_mode(cfg, memory: str | None, where: Path) -> str:
             "plain SmolVLA); use memory='none'"
         )
     return mode
-
-
-def world_modules(raw_config: dict, spec: ModelSpec) -> tuple[GatedCrossAttention | None, Prophet | None]:
-    """The injection block and the Prophet a smolvla_world checkpoint holds (None for smolvla)."""
-    world = spec.policy.world
-    if world is None:
-        return None, None
-    inject = GatedCrossAttention(WorldInjectConfig.from_lerobot(raw_config, width=spec.layout.width))
-    prophet = Prophet(ProphetConfig.from_lerobot(raw_config)) if world.enable_world_predictor else None
-    return inject, prophet
-
-
-def _tokenizer(processors: lp.ProcessorSpec, cfg, vlm_dir: Path, explicit: bool, ckpt_dir: Path) -> TaskTokenizer:
-    """Tokenizer settings from the saved tokenizer step (lerobot >= 0.4) or the config (older)."""
-    spec = processors.tokenizer
-    if spec is None:
-        settings = TokenizerSettings(max_length=cfg.tokenizer_max_length, padding=cfg.pad_language_to)
-        return TaskTokenizer(vlm_dir, settings)
-    settings = TokenizerSettings(
-        max_length=spec.max_length, padding=spec.padding, padding_side=spec.padding_side,
-        truncation=spec.truncation, append_newline=processors.appends_newline,
-    )
-    if spec.local_dir is not None:
-        local = inside(ckpt_dir, str(spec.local_dir), f"{ckpt_dir}/policy_preprocessor.json tokenizer artifacts")
-        if (local / "tokenizer.json").is_file():
-            return TaskTokenizer(local, settings)
-    directory = vlm_dir
-    if spec.tokenizer_name and spec.tokenizer_name != cfg.vlm_model_name and not explicit:
-        directory = find_model_dir(spec.tokenizer_name, None, ("tokenizer.json",), "--vlm", "tokenizer")
-    return TaskTokenizer(directory, settings)
-
-
-def _input_files(
-    ckpt_dir: Path,
-    processors: lp.ProcessorSpec,
-    tokenizer: TaskTokenizer,
-    vlm_dir: Path,
-    stats: str | Path | None,
-) -> dict[str, Path]:
-    """Every file whose content changes what the policy computes, by role (run.json fingerprints them)."""
-    files = {f"checkpoint/{name}": ckpt_dir / name
-             for name in ("config.json", "model.safetensors", f"{lp.PREPROCESSOR}.json", f"{lp.POSTPROCESSOR}.json")}
-    for pipe in (processors.preprocessor, processors.postprocessor):
-        for step in pipe.steps:
-            if "state_file" in step.entry:
-                files[f"checkpoint/{step.entry['state_file']}"] = ckpt_dir / step.entry["state_file"]
-    files["vlm/config.json"] = vlm_dir / "config.json"
-    files |= {f"tokenizer/{name}": tokenizer.directory / name for name in TOKENIZER_FILES}
-    if stats is not None:
-        files[f"stats/{Path(stats).name}"] = Path(stats)
-    return files
-
-
-def _world_encoder_files(explicit: str | Path | None, repo_id: str) -> dict[str, Path]:
-    """The V-JEPA 2 files ``load_vjepa2`` read (config and safetensors, sharded or not)."""
-    model_dir = find_model_dir(repo_id, explicit, ("config.json",), "--world-encoder", "world encoder")
-    files = {"world_encoder/config.json": model_dir / "config.json"}
-    files |= {f"world_encoder/{f.name}": f for f in weight_files(model_dir, repo_id)}
-    return files
 
 
 def _set_position_ids(model: SmolVLAModel, prof: NumericsProfile, where: Path) -> None:
@@ -273,7 +212,7 @@ def _dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
 
 
 def _stats_to(spec: lp.ProcessorSpec, device: str) -> lp.ProcessorSpec:
-    def move(stats: lp.Stats | None) -> lp.Stats | None:
+    def move(stats: norm.Stats | None) -> norm.Stats | None:
         return None if stats is None else {k: {s: t.to(device) for s, t in v.items()} for k, v in stats.items()}
 
     pre = spec.normalizer.stats if spec.normalizer else None

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from vlaworld.bench.names import ALL_STAGES, WORLD_STAGES
+from vlaworld.errors import one_line_errors
 
 PARTS = ("chunk", "flops", "world", "env", "render", "served", "diagnostics")
 DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
@@ -186,6 +187,7 @@ def _chunk_part(args: argparse.Namespace, cfg, device, dtype, warmup: int, repea
     }
 
 
+@one_line_errors("vlaworld.bench")
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if "served" in args.parts:  # fail now, not after the other parts

@@ -14,8 +14,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from vlaworld.bench.stack import BenchConfig
 from vlaworld.bench.timing import measure
-from vlaworld.load import world_modules
-from vlaworld.models.smolvla import SmolVLAModel
+from vlaworld.models.flow_matching import PrefixInputs
 from vlaworld.models.vjepa2 import VJEPA2Encoder
 
 # Vendor dense (no sparsity) peaks in TFLOP/s: (bf16/fp16 tensor, fp32 non-tensor). Name substrings,
@@ -33,26 +32,26 @@ NOMINAL_PEAK_TFLOPS: tuple[tuple[str, float, float], ...] = (
 
 def count_stage_flops(config: BenchConfig, bsz: int) -> dict[str, int]:
     """FLOPs of each stage of one chunk at batch ``bsz`` (world stages: the T clips and the Prophet)."""
-    spec = config.spec
-    pol = spec.policy
+    pol = config.policy
     w = pol.world
     n_cam = len(pol.image_features)
     width, height = pol.resize_imgs_with_padding
     out: dict[str, int] = {}
     with torch.device("meta"), torch.no_grad():
-        inject, prophet = world_modules(config.policy_json, spec)
-        model = SmolVLAModel(spec, inject, prophet)
+        model = config.architecture.build()
         encoder = VJEPA2Encoder(config.encoder)
         head = model.model
-        images = [torch.zeros(bsz, 3, height, width) for _ in range(n_cam)]
-        masks = [torch.ones(bsz, dtype=torch.bool) for _ in range(n_cam)]
-        tokens = torch.zeros(bsz, config.language_tokens, dtype=torch.long)
-        tmask = torch.ones(bsz, config.language_tokens, dtype=torch.bool)
-        state = torch.zeros(bsz, pol.max_state_dim)
-        out["vision"] = _count(lambda: head.embed_images(torch.cat(images)))
-        whole_prefix = _count(lambda: head.encode_prefix(images, masks, tokens, tmask, state))
+        inputs = PrefixInputs(
+            images=tuple(torch.zeros(bsz, 3, height, width) for _ in range(n_cam)),
+            image_masks=tuple(torch.ones(bsz, dtype=torch.bool) for _ in range(n_cam)),
+            tokens=torch.zeros(bsz, config.language_tokens, dtype=torch.long),
+            token_masks=torch.ones(bsz, config.language_tokens, dtype=torch.bool),
+            state=torch.zeros(bsz, pol.max_state_dim),
+        )
+        out["vision"] = _count(lambda: head.embed_images(torch.cat(inputs.images)))
+        whole_prefix = _count(lambda: head.encode_prefix(inputs))
         out["prefix"] = whole_prefix - out["vision"]
-        prefix = head.encode_prefix(images, masks, tokens, tmask, state)
+        prefix = head.encode_prefix(inputs)
         size = config.encoder.crop_size
         clips = torch.zeros(bsz * w.context_frames, w.temporal_window, 3, size, size)
         out["world_encoder"] = _count(lambda: encoder.encode(clips))

@@ -14,9 +14,9 @@ import numpy as np
 import torch
 
 from vlaworld.bench.stack import Stack
-from vlaworld.models.flow_matching import PrefixState, make_att_2d_masks
-from vlaworld.processing import resize_with_pad, to_float_chw
-from vlaworld.world_preprocess import preprocess_clip
+from vlaworld.models.flow_matching import PrefixInputs, PrefixState, make_att_2d_masks
+from vlaworld.processing.transforms import resize_with_pad, to_float_chw
+from vlaworld.world.preprocess import preprocess_clip
 
 
 @dataclass
@@ -43,7 +43,7 @@ def host_batch(stack: Stack, bsz: int, seed: int = 0) -> HostBatch:
     w = pol.world
     n_frames = w.temporal_window + w.context_frames - 1
     window = torch.randint(0, 256, (bsz, n_frames, size, size, 3), dtype=torch.uint8, generator=gen).numpy()
-    vocab = stack.config.spec.vlm.text.vocab_size
+    vocab = stack.config.vlm.text.vocab_size
     tokens = torch.randint(0, vocab, (bsz, cfg.language_tokens), generator=gen)
     return HostBatch(
         cameras=cams, world_window=window, state=torch.randn(bsz, pol.max_state_dim, generator=gen),
@@ -52,23 +52,24 @@ def host_batch(stack: Stack, bsz: int, seed: int = 0) -> HostBatch:
     )
 
 
-def prepare_images(stack: Stack, cameras: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """uint8 frames -> [-1, 1] tensors at the model's size on the device (what Policy.prepare_images does)."""
+def prefix_inputs(stack: Stack, batch: HostBatch) -> PrefixInputs:
+    """The host batch as the model takes it, on the device: uint8 frames -> [-1, 1] at the model's size
+    (the image part of ``vlaworld.processing.InputProcessor``; the state and tokens are made already)."""
     width, height = stack.config.policy.resize_imgs_with_padding
     images, masks = [], []
-    for i, cam in enumerate(cameras):
-        img = to_float_chw(cam, f"camera{i}").to(stack.device)
+    for i, cam in enumerate(batch.cameras):
+        img = to_float_chw(cam, f"camera{i}").to(stack.device)  # (B, 3, H, W) in [0, 1]
         images.append(resize_with_pad(img, width, height, pad_value=0) * 2.0 - 1.0)
         masks.append(torch.ones(cam.shape[0], dtype=torch.bool, device=stack.device))
-    return images, masks
+    dev = stack.device
+    return PrefixInputs(images=tuple(images), image_masks=tuple(masks), tokens=batch.tokens.to(dev),
+                        token_masks=batch.token_mask.to(dev), state=batch.state.to(dev))
 
 
 @dataclass
 class StageInputs:
     """Device tensors each stage reads, precomputed from one ``HostBatch``."""
 
-    images: list[torch.Tensor]
-    image_masks: list[torch.Tensor]
     vision_input: torch.Tensor  # all cameras concatenated [n_cam*B, 3, S, S]
     prefix_embs: torch.Tensor  # [B, P, W]
     prefix_positions: torch.Tensor
@@ -83,9 +84,8 @@ class StageInputs:
 @torch.no_grad()
 def stage_inputs(stack: Stack, batch: HostBatch) -> StageInputs:
     head, dev = stack.head, stack.device
-    images, masks = prepare_images(stack, batch.cameras)
-    tokens, tmask, state = batch.tokens.to(dev), batch.token_mask.to(dev), batch.state.to(dev)
-    embs, pad, att = head.embed_prefix(images, masks, tokens, tmask, state)
+    inputs = prefix_inputs(stack, batch)
+    embs, pad, att = head.embed_prefix(inputs)
     clips = z_hist = memory = None
     if stack.world is not None:
         w = stack.world
@@ -96,8 +96,8 @@ def stage_inputs(stack: Stack, batch: HostBatch) -> StageInputs:
         z_hist = w.latent_history(batch.world_window).to(dev)
         memory = w.predict(z_hist)
     return StageInputs(
-        images=images, image_masks=masks, vision_input=torch.cat(images, dim=0), prefix_embs=embs,
+        vision_input=torch.cat(inputs.images, dim=0), prefix_embs=embs,
         prefix_positions=torch.cumsum(pad, dim=1) - 1, prefix_mask=make_att_2d_masks(pad, att),
-        prefix=head.encode_prefix(images, masks, tokens, tmask, state), noise=batch.noise.to(dev),
+        prefix=head.encode_prefix(inputs), noise=batch.noise.to(dev),
         clips=clips, z_hist=z_hist, memory=memory,
     )

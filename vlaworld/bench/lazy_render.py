@@ -20,8 +20,8 @@ import numpy as np
 
 import vlaworld.envs as ve
 from vlaworld.eval.worker import ObservationNeeds, Render, render_argument, render_needed
-from vlaworld.models.world_config import MEMORY_MODES
-from vlaworld.world import LATENT_MODES
+from vlaworld.config.world import MEMORY_MODES
+from vlaworld.world.memory import LATENT_MODES
 
 WORLD_CAMERA = "observation.images.image"
 

@@ -18,10 +18,10 @@ import torch
 from torch import nn
 
 from vlaworld import demo
-from vlaworld.config import PolicyConfig, VLMConfig
-from vlaworld.load import world_modules
+from vlaworld.checkpoint.architecture import Architecture, architecture
+from vlaworld.config import PolicyConfig
 from vlaworld.models.flow_matching import VLAFlowMatching
-from vlaworld.models.smolvla import ModelSpec, SmolVLAModel
+from vlaworld.models.smolvla import SmolVLAModel, VLMConfig
 from vlaworld.models.vjepa2 import VJEPA2Config, VJEPA2Encoder
 from vlaworld.world import WorldMemory, WorldRollout
 
@@ -58,8 +58,12 @@ class BenchConfig:
         return PolicyConfig.from_lerobot(self.policy_json)
 
     @property
-    def spec(self) -> ModelSpec:
-        return ModelSpec(policy=self.policy, vlm=VLMConfig.from_hf(self.vlm_json))
+    def vlm(self) -> VLMConfig:
+        return VLMConfig.from_hf(self.vlm_json)
+
+    @property
+    def architecture(self) -> Architecture:
+        return architecture(self.policy, self.vlm, source=f"benchmark config {self.name!r}")
 
 
 def _real_policy_json() -> dict[str, Any]:
@@ -120,10 +124,8 @@ def build_stack(config: BenchConfig, device: torch.device | str, dtype: torch.dt
                 world_encoder: bool = True) -> Stack:
     """Random-weight model + world memory at ``config``'s sizes, eval mode, on ``device`` in ``dtype``."""
     device = torch.device(device)
-    spec = config.spec
     with torch.device("meta"):
-        inject, prophet = world_modules(config.policy_json, spec)
-        model = SmolVLAModel(spec, inject, prophet)
+        model = config.architecture.build()
         encoder = VJEPA2Encoder(config.encoder) if world_encoder else None
     model = model.to_empty(device=device).to(dtype)
     random_init_(model, seed)
@@ -136,9 +138,11 @@ def build_stack(config: BenchConfig, device: torch.device | str, dtype: torch.dt
         random_init_(encoder, seed + 1)
         encoder.eval().requires_grad_(False)
     model.eval().requires_grad_(False)
-    w = spec.policy.world
+    policy = config.policy
+    w = policy.world
     rollout = WorldRollout(mode="pred", window=w.temporal_window, context=w.context_frames,
-                           horizon=w.future_offset, latent_dim=w.world_latent_dim, delta=w.delta_prediction)
+                           horizon=w.future_offset, latent_dim=w.world_latent_dim, delta=w.delta_prediction,
+                           camera=policy.image_features[0])
     if not model.model.world_inject.is_open():
         raise ValueError("the random injection gate is closed; the world path would be skipped")
     world = WorldMemory(rollout, model.model.world_inject, model.prophet, encoder) if encoder is not None else None

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from vlaworld.bench.inputs import HostBatch, StageInputs, prepare_images
+from vlaworld.bench.inputs import HostBatch, StageInputs, prefix_inputs
 from vlaworld.bench.names import ALL_STAGES, WORLD_STAGES
 from vlaworld.bench.stack import Stack
 
@@ -35,10 +35,9 @@ def stage_callables(
         raise ValueError("world stages need the world encoder (build_stack(..., world_encoder=True))")
 
     def chunk(with_world: bool) -> torch.Tensor:
-        images, masks = prepare_images(stack, batch.cameras)
+        inputs = prefix_inputs(stack, batch)
         memory = world.memory(batch.batch_size, batch.world_window, None, dev) if with_world else None
-        prefix = head.encode_prefix(images, masks, batch.tokens.to(dev), batch.token_mask.to(dev),
-                                    batch.state.to(dev))
+        prefix = head.encode_prefix(inputs)
         return sampler(prefix, batch.noise.to(dev), memory)
 
     table: dict[str, Callable[[], Any]] = {

@@ -16,8 +16,8 @@ import torch
 
 import vlaworld
 from vlaworld.demo import ensure_demo
-from vlaworld.models.world_config import MEMORY_MODES
-from vlaworld.world import LATENT_MODES
+from vlaworld.config.world import MEMORY_MODES
+from vlaworld.world.memory import LATENT_MODES
 
 
 def simulated_observation(policy: vlaworld.Policy, bsz: int, rng: np.random.Generator) -> dict:

@@ -8,56 +8,34 @@
 Writes RUN_DIR/run.json (resolved config, checkpoint hash, versions, simulator stack), one flushed
 line of RUN_DIR/episodes.jsonl per finished episode, then summary.json/summary.md. Re-running the
 same command resumes (finished episodes are kept); a changed configuration is refused, naming the
-fields. ``run_eval`` is the same thing as a function, for plans and for tests with stand-in envs.
+fields. This module is the command line only: ``vlaworld.eval.run.run_eval`` is the evaluator as a
+function (plans and tests call it).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import os
-import platform
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from importlib import metadata
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from vlaworld.config.numerics import DEFAULT_PROFILE, PROFILES
+from vlaworld.config.world import MEMORY_MODES, WORLD_PREPROCESS_MODES
 from vlaworld.envs.constants import DEFAULT_INIT_PROTOCOL, INIT_PROTOCOLS
-from vlaworld.errors import UsageError, VlaworldError
-from vlaworld.eval.episode import NOISE_DERIVATION, EpisodeId, episode_list, parse_tasks, shard
-from vlaworld.eval.lock import run_dir_lock
-from vlaworld.eval.shards import PER_RANK_FIELDS, ShardInfo, from_env, merge_if_complete, shard_config
-from vlaworld.eval.progress import Progress
-from vlaworld.eval.results import (
-    POLICY_ERROR,
-    SUMMARY_JSON,
-    EpisodeRecord,
-    EpisodeWriter,
-    RunInfo,
-    check_resume,
-    episodes_path,
-    read_episodes,
-    write_run_info,
-)
-from vlaworld.eval.summary import write_summary
+from vlaworld.errors import UsageError, one_line_errors
+from vlaworld.eval.episode import NOISE_DERIVATION, episode_list, parse_tasks
+from vlaworld.eval.results import POLICY_ERROR
+from vlaworld.eval.run import cpu_shared_with_workers, run_eval
+from vlaworld.eval.scheduler import WORKER_TIMEOUT_S, ChunkPolicy, SchedulerConfig
+from vlaworld.eval.shards import from_env
 from vlaworld.eval.validate import check_args
-from vlaworld.eval.scheduler import (
-    WORKER_TIMEOUT_S,
-    ChunkPolicy,
-    RunStats,
-    Scheduler,
-    SchedulerConfig,
-)
-from vlaworld.models.world_config import MEMORY_MODES, WORLD_PREPROCESS_MODES
-from vlaworld.numerics import DEFAULT_PROFILE, PROFILES
 
 DTYPES = ("float32", "bfloat16", "float16")
-# Fields of run.json's config that may change between invocations without changing any outcome.
-RESUME_IGNORE = ("label",)
 # Default worker count: LeRobot's auto batch size, floor(0.7 x cores) (reference/users_and_perf.md §1d).
 DEFAULT_ENV_FRACTION = 0.7
 
@@ -127,37 +105,6 @@ def _device(name: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-@contextlib.contextmanager
-def cpu_shared_with_workers(device: str, n_envs: int) -> Iterator[int | None]:
-    """Torch threads for a CPU policy: the cores the env workers leave, restored on exit.
-
-    Oversubscription with the workers' render threads slowed a chunk ~60x on 2 cores. OMP_NUM_THREADS,
-    when set, wins. Yields the thread count used (None when untouched).
-    """
-    if not device.startswith("cpu") or os.environ.get("OMP_NUM_THREADS"):
-        yield None
-        return
-    import torch
-
-    previous = torch.get_num_threads()
-    threads = max(1, (os.cpu_count() or 1) - n_envs)
-    torch.set_num_threads(threads)
-    try:
-        yield threads
-    finally:
-        torch.set_num_threads(previous)
-
-
-def versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for name in ("vlaworld", "torch", "numpy", "gymnasium"):
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = "not installed"
-    return out
-
-
 def build_policy(args: argparse.Namespace) -> tuple[ChunkPolicy, dict[str, Any], str | None]:
     """(scheduler policy, config fields it contributes to run.json, checkpoint hash or None)."""
     if args.policy == "scripted":
@@ -196,7 +143,7 @@ def build_policy(args: argparse.Namespace) -> tuple[ChunkPolicy, dict[str, Any],
                                   world_preprocess=args.world_preprocess or "default")
     cfg = policy.config
     fields = {
-        "policy": kind, "ckpt": str(Path(ckpt).resolve()), "memory": getattr(cfg, "memory", None),
+        "policy": kind, "ckpt": str(Path(ckpt).resolve()), "memory": cfg.memory,
         "n_action_steps": int(cfg.n_action_steps), "device": device, "dtype": args.dtype,
         "numerics": cfg.numerics, "compile": args.compile,
         "policy_config": json.loads(json.dumps(dataclasses.asdict(cfg), default=str)),
@@ -224,119 +171,7 @@ def _remote_policy(args: argparse.Namespace) -> tuple[ChunkPolicy, dict[str, Any
     return policy, policy.run_fields(), policy.metadata.get("checkpoint_sha256")
 
 
-def run_eval(
-    *,
-    out: str | Path,
-    config: Mapping[str, Any],
-    episodes: Sequence[EpisodeId],
-    policy: ChunkPolicy,
-    scheduler: SchedulerConfig,
-    checkpoint_hash: str | None = None,
-    sim_stack: Mapping[str, Any] | None = None,
-    progress: bool | None = None,
-    extra: Mapping[str, Any] | None = None,
-    on_record: Callable[[EpisodeRecord], None] | None = None,
-    shard_info: ShardInfo | None = None,
-) -> tuple[list[EpisodeRecord], RunStats]:
-    """Run (or resume) the episodes into ``out``; returns the records and this invocation's stats.
-
-    Under a shard (torchrun), this rank runs its share into its own directory and the run is merged
-    into ``out`` by whichever rank completes it (vlaworld.eval.shards); the records returned are the
-    rank's.
-    """
-    if shard_info is None or not shard_info.active:
-        return _run_part(Path(out), config, episodes, policy, scheduler, checkpoint_hash=checkpoint_hash,
-                         sim_stack=sim_stack, progress=progress, extra=extra, on_record=on_record)
-    check_resume(out, config, checkpoint_hash=checkpoint_hash, sim_stack=sim_stack,
-                 ignore=(*RESUME_IGNORE, *PER_RANK_FIELDS))
-    part = shard(episodes, shard_info.rank, shard_info.world_size)
-    result = _run_part(shard_info.run_dir(out), shard_config(config, shard_info), part, policy, scheduler,
-                       checkpoint_hash=checkpoint_hash, sim_stack=sim_stack, progress=progress, extra=extra,
-                       on_record=on_record)
-    merge_if_complete(out, config, episodes, shard_info.world_size, checkpoint_hash=checkpoint_hash,
-                      sim_stack=sim_stack, extra=extra, ignore=RESUME_IGNORE)
-    return result
-
-
-def _run_part(
-    out: Path,
-    config: Mapping[str, Any],
-    episodes: Sequence[EpisodeId],
-    policy: ChunkPolicy,
-    scheduler: SchedulerConfig,
-    *,
-    checkpoint_hash: str | None,
-    sim_stack: Mapping[str, Any] | None,
-    progress: bool | None,
-    extra: Mapping[str, Any] | None,
-    on_record: Callable[[EpisodeRecord], None] | None,
-) -> tuple[list[EpisodeRecord], RunStats]:
-    with run_dir_lock(out):  # a second evaluator on this directory stops here
-        return _run_locked(out, config, episodes, policy, scheduler, checkpoint_hash=checkpoint_hash,
-                           sim_stack=sim_stack, progress=progress, extra=extra, on_record=on_record)
-
-
-def _run_locked(
-    out: Path,
-    config: Mapping[str, Any],
-    episodes: Sequence[EpisodeId],
-    policy: ChunkPolicy,
-    scheduler: SchedulerConfig,
-    *,
-    checkpoint_hash: str | None,
-    sim_stack: Mapping[str, Any] | None,
-    progress: bool | None,
-    extra: Mapping[str, Any] | None,
-    on_record: Callable[[EpisodeRecord], None] | None,
-) -> tuple[list[EpisodeRecord], RunStats]:
-    stored = check_resume(out, config, checkpoint_hash=checkpoint_hash, sim_stack=sim_stack, ignore=RESUME_IGNORE)
-    if stored is None:
-        write_run_info(out, RunInfo(config=config, checkpoint_hash=checkpoint_hash, versions=versions(),
-                                    sim_stack=sim_stack or {}, extra=dict(extra or {})))
-    elif stored.config.get("label") != config.get("label"):  # the one field a resume may change
-        write_run_info(out, dataclasses.replace(stored, config={**stored.config, "label": config.get("label")}))
-    wanted = {e.key for e in episodes}
-    done = [r for r in read_episodes(out).records if r.key in wanted] if episodes_path(out).exists() else []
-    # Infrastructure errors run again; a policy error (non-finite actions) is the policy's own outcome.
-    finished = {r.key for r in done if r.error is None or r.extra.get("error_kind") == POLICY_ERROR}
-    todo = [e for e in episodes if e.key not in finished]
-    bar = Progress(len(episodes), done, enabled=progress)
-    stats = RunStats()
-    try:
-        with EpisodeWriter(out) as writer:
-            def sink(record: EpisodeRecord) -> None:
-                writer.append(record)
-                bar.update(record)
-                if on_record is not None:
-                    on_record(record)
-
-            if todo:
-                stats = Scheduler(scheduler, policy).run(todo, sink)
-    finally:
-        bar.close()
-    records = [r for r in read_episodes(out).records if r.key in wanted]
-    if not todo:  # nothing ran: keep the throughput of the run that did, if its summary is readable
-        write_summary(out, records, throughput=_previous_throughput(out), notes=["All episodes were already finished."])
-        return records, stats
-    throughput = stats.throughput(scheduler.n_envs)
-    world_calls = getattr(getattr(policy, "policy", None), "world_encoder_calls", None)
-    if world_calls is not None and stats.env_steps:
-        throughput["world_encoder_calls_per_env_step"] = world_calls / stats.env_steps
-    notes = [f"Throughput counts this invocation only ({stats.episodes} episodes run, "
-             f"{len(done)} kept from before)."]
-    write_summary(out, records, throughput=throughput, notes=notes)
-    return records, stats
-
-
-def _previous_throughput(out: Path) -> dict[str, Any]:
-    """The throughput section of an existing summary.json; a derived file never blocks a resume."""
-    try:
-        doc = json.loads((out / SUMMARY_JSON).read_text(encoding="utf-8"))
-        return dict(doc.get("throughput", {})) if isinstance(doc, dict) else {}
-    except (OSError, ValueError):
-        return {}
-
-
+@one_line_errors("vlaworld.eval")  # bad input or environment (disk full, read-only...): one line, exit 2
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     import vlaworld.envs as envs
@@ -377,15 +212,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                        "torch_threads": torch_threads, "argv": list(sys.argv), "started_utc": started,
                        "policy_server": args.policy_server},
             )
-    except (VlaworldError, OSError) as exc:  # bad input or environment (disk full, read-only...): one line
-        print(f"vlaworld.eval: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"vlaworld.eval: interrupted; finished episodes are in {args.out}. Re-run the same command to "
               "resume.", file=sys.stderr)
         return 130
-    if hasattr(policy, "close"):  # a served policy's connections
-        policy.close()
+    policy.close()  # a served policy's connections
     ok = [r for r in records if r.error is None]
     wins = sum(r.success for r in ok)
     policy_errors = sum(r.extra.get("error_kind") == POLICY_ERROR for r in records if r.error is not None)

@@ -22,18 +22,17 @@ import json
 import re
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from vlaworld.errors import VlaworldError
+from vlaworld.errors import VlaworldError, one_line_errors
 from vlaworld.eval import stats
 from vlaworld.eval.diagnostics import diagnostics_section
 from vlaworld.eval.plots import forest_plot, prophet_plot, rates_plot
-from vlaworld.eval.report import ALPHA, to_markdown, verdicts
-from vlaworld.eval.results import EpisodeKey, EpisodeRecord, ResultsFormatError, RunInfo, read_episodes, read_run_info
+from vlaworld.eval.report import Contrast, Run, to_markdown, verdicts
+from vlaworld.eval.results import EpisodeKey, EpisodeRecord, read_episodes, read_run_info
 from vlaworld.eval.summary import rate_of, task_label, task_order
 
 PLANNED = (("E1", "E0"), ("E2", "E0"), ("E2", "E2-zero"), ("E2", "E2-random"))
@@ -42,43 +41,6 @@ MEMORY_MODES = ("random_scaled", "signflip", "shuffle", "random", "zero", "pred"
 
 class CompareError(VlaworldError, ValueError):
     """The runs cannot be compared as asked; the message says what to change."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class Run:
-    """One run directory: its deduplicated episodes keyed by identity, and its provenance."""
-
-    name: str  # directory name: the key in compare.json
-    label: str  # shown in the report
-    role: str | None  # E0, E1, E2, E2-zero, ... when it could be inferred
-    path: Path
-    records: dict[EpisodeKey, EpisodeRecord]
-    info: RunInfo | None
-    notes: tuple[str, ...]
-
-
-@dataclass(frozen=True, kw_only=True)
-class Contrast:
-    """A − B on the episodes both ran without error."""
-
-    a: Run
-    b: Run
-    table: stats.Paired
-    ci95: tuple[float, float]
-    ci95_bootstrap: tuple[float, float]
-    p_mcnemar: float
-    p_holm: float
-    mde: float
-    per_task: dict[str, dict[str, Any]]  # task -> n_pairs, diff, ci95, ci95_bootstrap, p_mcnemar, q_bh
-    n_errors: int  # shared episodes with an error in either run: left out, or failures (errors_as_failures)
-
-    @property
-    def title(self) -> str:
-        return f"{self.a.label} − {self.b.label}"
-
-    @property
-    def significant(self) -> bool:
-        return self.p_holm < ALPHA
 
 
 def _role(label: str, memory: str | None) -> str | None:
@@ -350,6 +312,7 @@ def compare(paths: Sequence[str | Path], *, out: str | Path | None = None, inter
     return doc, text
 
 
+@one_line_errors("vlaworld.eval.compare")
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m vlaworld.eval.compare", description=__doc__.split("\n")[0])
     ap.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories holding episodes.jsonl")
@@ -365,13 +328,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="count episodes with errors as failures (as vla-eval does) instead of leaving them out; "
                     "either way n_errors is reported beside the rates")
     args = ap.parse_args(argv)
-    try:
-        _, text = compare(args.runs, out=args.out, intersect=args.intersect, contrasts=args.contrast,
-                          labels=args.labels, n_resamples=args.bootstrap, seed=args.seed,
-                          errors_as_failures=args.errors_as_failures)
-    except (CompareError, ResultsFormatError, FileNotFoundError, json.JSONDecodeError) as exc:
-        print(f"compare: error: {exc}", file=sys.stderr)
-        return 2
+    _, text = compare(args.runs, out=args.out, intersect=args.intersect, contrasts=args.contrast,
+                      labels=args.labels, n_resamples=args.bootstrap, seed=args.seed,
+                      errors_as_failures=args.errors_as_failures)
     print(text)
     return 0
 

@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vlaworld.errors import VlaworldError
+from vlaworld.errors import VlaworldError, one_line_errors
 from vlaworld.eval.cli import build_parser
 from vlaworld.eval.cli import main as eval_main
 from vlaworld.eval.plan_check import check_contrasts, check_run
@@ -283,6 +283,7 @@ def check(plan: Plan) -> int:
     return 2 if problems else 0
 
 
+@one_line_errors("vlaworld.eval.plan")
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m vlaworld.eval.plan", description=__doc__.split("\n")[0])
     ap.add_argument("plan", help="plan file (.toml, or .json with the same structure)")
@@ -294,12 +295,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="an evaluator flag for every run, over the plan's values (e.g. episodes=2 for a smoke test)")
     ap.add_argument("--out", help="results folder instead of the plan's `out`")
     args = ap.parse_args(argv)
-    try:
-        plan = read_plan(args.plan, variables=_pairs(args.set, "--set"), overrides=_pairs(args.override, "--override"),
-                         out=args.out)
-    except (PlanError, FileNotFoundError) as exc:
-        print(f"vlaworld.eval.plan: error: {exc}", file=sys.stderr)
-        return 2
+    plan = read_plan(args.plan, variables=_pairs(args.set, "--set"), overrides=_pairs(args.override, "--override"),
+                     out=args.out)
     if args.check:
         return check(plan)
     return run_plan(plan, dry_run=args.dry_run)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -28,6 +28,40 @@ from vlaworld.eval.worker import (
     WORLD_TRACE_KEY,
     ObservationNeeds,
 )
+
+if TYPE_CHECKING:
+    import torch
+
+
+class EvaluatedConfig(Protocol):
+    """The resolved-config fields the evaluator reads (vlaworld.policy.ResolvedConfig has them all)."""
+
+    chunk_size: int
+    n_action_steps: int
+    max_action_dim: int
+    image_features: Sequence[str]
+    memory: str | None  # None: no world path in the architecture (plain SmolVLA)
+    compile: bool
+    cuda_graphs: bool
+
+
+class EvaluatedPolicy(Protocol):
+    """What the evaluator needs from a policy: ``vlaworld.Policy`` is one; tests drive stand-ins.
+
+    Diagnostics (eval.world_trace) need more of the world API and take a ``vlaworld.Policy`` itself.
+    """
+
+    config: EvaluatedConfig
+    rename_map: Mapping[str, str]  # env feature name -> the checkpoint's
+    world_frames_needed: int  # world-camera frames per chunk request (0: no V-JEPA window)
+    world_camera: str | None  # the checkpoint's name of the world camera
+    world_encoder_calls: int
+    last_chunk_stats: list[dict]  # one memory-statistics row per batch row of the last call
+
+    def predict_chunk(self, batch: Mapping[str, Any], *, noise: torch.Tensor | None = None,
+                      generators: Sequence[torch.Generator] | None = None) -> torch.Tensor:
+        """[B, chunk_size, action_dim] actions for a batch of observations."""
+
 
 # Rollout memory modes that draw random numbers (SPEC §6); they get the episodes' generators.
 RANDOM_MEMORY_MODES = ("random", "random_scaled")
@@ -48,6 +82,7 @@ class ScriptedChunkPolicy:
 
     n_action_steps = 1
     min_batch = 1
+    world_encoder_calls = None
     needs = ObservationNeeds(cameras=False, privileged=True)
 
     def __init__(self) -> None:
@@ -63,11 +98,13 @@ class ScriptedChunkPolicy:
         self._experts.pop(episode, None)
         return {}
 
+    def close(self) -> None:
+        pass
 
-def env_feature(policy: Any, feature: str) -> str:
+
+def env_feature(rename_map: Mapping[str, str], feature: str) -> str:
     """The env's name for a checkpoint feature: the checkpoint's rename map (env -> policy) inverted."""
-    rename = getattr(getattr(policy, "processors", None), "rename_map", None) or {}
-    return {policy_name: env_name for env_name, policy_name in rename.items()}.get(feature, feature)
+    return {policy_name: env_name for env_name, policy_name in rename_map.items()}.get(feature, feature)
 
 
 class EpisodeTally:
@@ -104,7 +141,7 @@ class EpisodeTally:
 class NeuralChunkPolicy:
     """A ``vlaworld.Policy`` behind the scheduler, with identity-seeded noise per episode."""
 
-    def __init__(self, policy: Any, *, seed: int, diagnostics: bool = False) -> None:
+    def __init__(self, policy: EvaluatedPolicy, *, seed: int, diagnostics: bool = False) -> None:
         self.policy = policy
         self.seed = seed
         cfg = policy.config
@@ -112,21 +149,21 @@ class NeuralChunkPolicy:
         self.chunk_size = int(cfg.chunk_size)
         self.max_action_dim = int(cfg.max_action_dim)
         self.image_keys = tuple(cfg.image_features)
-        self.world_frames = int(getattr(policy, "world_frames_needed", 0) or 0)
+        self.world_frames = policy.world_frames_needed
         self.diagnostics = None
         if diagnostics:
             from vlaworld.eval.world_trace import DiagnosticsRecorder  # torch: only for neural policies
 
             self.diagnostics = DiagnosticsRecorder(policy)
         trace = self.diagnostics is not None and self.diagnostics.needs_trace
-        self.world_camera = env_feature(policy, policy.world_camera) if self.world_frames or trace else None
+        self.world_camera = env_feature(policy.rename_map, policy.world_camera) if self.world_frames or trace else None
         self.needs = ObservationNeeds(cameras=True, world_frames=self.world_frames, world_camera=self.world_camera,
                                       world_trace=trace)
-        self.random_memory = getattr(cfg, "memory", None) in RANDOM_MEMORY_MODES
+        self.random_memory = cfg.memory in RANDOM_MEMORY_MODES
         # compiled code and CUDA graphs are specialised per batch size: pad to few sizes (batch_bucket)
-        self.pad_batches = bool(getattr(cfg, "compile", False) or getattr(cfg, "cuda_graphs", False))
+        self.pad_batches = cfg.compile or cfg.cuda_graphs
         # 'shuffle' hands each row the pred memory of another row of the batch: it needs two rows.
-        self.min_batch = 2 if getattr(cfg, "memory", None) == "shuffle" else 1
+        self.min_batch = 2 if cfg.memory == "shuffle" else 1
         self._generators: dict[EpisodeId, Any] = {}
         self._tally: dict[EpisodeId, EpisodeTally] = {}
 
@@ -169,12 +206,19 @@ class NeuralChunkPolicy:
             boundary = [o[self.world_camera] for o in observations[:rows]] if self.world_camera else []
             self.diagnostics.after_chunk(episodes, boundary)
         actions = chunk[:rows, : self.n_action_steps].float().cpu().numpy()  # [B, n, action_dim]
-        stats = list(getattr(self.policy, "last_chunk_stats", None) or [{}] * (rows + pad))
+        stats = self.policy.last_chunk_stats
         for episode, row, chunk_actions in zip(episodes, stats[:rows], actions, strict=True):
             self._tally[episode].add(row, chunk_actions)
             # alone in the batch (the last episode running): swapped with its own copy, i.e. pred memory
             self._tally[episode].unshuffled += rows < self.min_batch
         return list(actions)
+
+    @property
+    def world_encoder_calls(self) -> int:
+        return self.policy.world_encoder_calls
+
+    def close(self) -> None:
+        pass
 
     def end_episode(self, episode: EpisodeId, last: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """The episode's extra record fields; ``last``: the world trace after its last boundary (diagnostics)."""

@@ -35,6 +35,7 @@ class RemoteChunkPolicy:
     """The scheduler's ChunkPolicy (vlaworld.eval.scheduler) for a policy behind a server."""
 
     min_batch = 1
+    world_encoder_calls = None  # the server's encoder: counted there
 
     def __init__(self, url: str, *, seed: int, n_action_steps: int | None = None) -> None:
         self.url = url

@@ -1,21 +1,59 @@
 """Words and tables of the comparison report (``compare.md``).
 
-The numbers come from ``compare``; this module only says them: per-contrast sentences, the answers
+The numbers come from ``compare``; this module holds their types (``Run``, ``Contrast``) and says them: per-contrast sentences, the answers
 to the three research questions and the Markdown document (the plots are in ``plots``, the world
 diagnostics section in ``report_diagnostics``).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
+from vlaworld.eval import stats
 from vlaworld.eval.report_diagnostics import section
+from vlaworld.eval.results import EpisodeKey, EpisodeRecord, RunInfo
 from vlaworld.eval.summary import task_order
 
-if TYPE_CHECKING:
-    from vlaworld.eval.compare import Contrast, Run
-
 ALPHA = 0.05  # two-sided significance level of every test in the report
+
+
+@dataclass(frozen=True, kw_only=True)
+class Run:
+    """One run directory: its deduplicated episodes keyed by identity, and its provenance."""
+
+    name: str  # directory name: the key in compare.json
+    label: str  # shown in the report
+    role: str | None  # E0, E1, E2, E2-zero, ... when it could be inferred
+    path: Path
+    records: dict[EpisodeKey, EpisodeRecord]
+    info: RunInfo | None
+    notes: tuple[str, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Contrast:
+    """A − B on the episodes both ran without error."""
+
+    a: Run
+    b: Run
+    table: stats.Paired
+    ci95: tuple[float, float]
+    ci95_bootstrap: tuple[float, float]
+    p_mcnemar: float
+    p_holm: float
+    mde: float
+    per_task: dict[str, dict[str, Any]]  # task -> n_pairs, diff, ci95, ci95_bootstrap, p_mcnemar, q_bh
+    n_errors: int  # shared episodes with an error in either run: left out, or failures (errors_as_failures)
+
+    @property
+    def title(self) -> str:
+        return f"{self.a.label} − {self.b.label}"
+
+    @property
+    def significant(self) -> bool:
+        return self.p_holm < ALPHA
 
 
 def _pp(x: float) -> str:

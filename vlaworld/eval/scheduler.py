@@ -63,6 +63,7 @@ class ChunkPolicy(Protocol):
     needs: ObservationNeeds
     n_action_steps: int
     min_batch: int  # rows a call needs (2 for the 'shuffle' memory mode); the scheduler waits for them
+    world_encoder_calls: int | None  # V-JEPA clips encoded so far in this process; None: none counted here
 
     def begin_episode(self, episode: EpisodeId) -> None:
         """A (re)started episode: create its generator and any per-episode state."""
@@ -76,6 +77,9 @@ class ChunkPolicy(Protocol):
         A policy whose ``needs.world_trace`` is set is called as ``end_episode(episode, last)`` after a
         finished episode, ``last`` holding the world-camera frames after its last chunk boundary.
         """
+
+    def close(self) -> None:
+        """Release what the policy holds outside this process (a served policy's connections)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -364,7 +368,7 @@ class Scheduler:
         """Policy calls over every worker waiting for a chunk (mixed tasks), max_batch rows at a time."""
         waiting = [s for s in self._slots if s.waiting is not None]
         stepping = any(s.episode is not None and s.waiting is None for s in self._slots)
-        if len(waiting) < getattr(self.policy, "min_batch", 1) and stepping:
+        if len(waiting) < self.policy.min_batch and stepping:
             return  # a stepping worker will soon wait too; the policy pads when none is left
         size = self.config.max_batch or max(len(waiting), 1)
         for start in range(0, len(waiting), size):

@@ -41,12 +41,10 @@ from typing import Any
 
 import numpy as np
 
-WORLD_FRAMES_KEY = "observation.world_frames"
+from vlaworld.config import IMAGE_PREFIX, STATE_KEY, TASK_KEY, WORLD_FRAMES_KEY
+
 WORLD_TRACE_KEY = "observation.world_trace"  # --diagnostics: the world camera at every step since the last request
 PRIVILEGED_KEY = "privileged"
-IMAGE_PREFIX = "observation.images."
-STATE_KEY = "observation.state"
-TASK_KEY = "task"
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -29,7 +29,7 @@ import torch
 
 from vlaworld.eval.episode import EpisodeId
 from vlaworld.eval.worker import WORLD_TRACE_KEY
-from vlaworld.world_diagnostics import HorizonCosine
+from vlaworld.world.diagnostics import HorizonCosine
 
 DIGITS = 6  # rounding of the recorded floats (far below any difference the report can resolve)
 # Clips per encoder call: 14 workers x 10 steps is 140 ViT-g clips at a boundary; bound the activations.

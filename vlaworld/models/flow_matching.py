@@ -1,7 +1,7 @@
 """SmolVLA's flow-matching action head around the VLM+expert stack (LeRobot ``VLAFlowMatching``).
 
 Stages, each a seam that can be tested or compiled alone:
-``embed_prefix`` (images, language, state -> prefix tokens and masks), ``encode_prefix`` (VLM once per
+``embed_prefix`` (a ``PrefixInputs``: images, language, state -> prefix tokens and masks), ``encode_prefix`` (VLM once per
 chunk -> static KV cache), ``denoise_step`` (expert on the noisy chunk against the cache -> velocity),
 ``sample_actions`` (Euler from t=1 to 0 in ``num_steps`` steps), ``loss`` (training MSE).
 Masks and timesteps are built outside the per-step work so a compiled step sees only tensors.
@@ -61,6 +61,37 @@ def euler_times(num_steps: int) -> list[float]:
     return [1.0 + step * dt for step in range(num_steps)]
 
 
+@dataclass(frozen=True, kw_only=True)
+class PrefixInputs:
+    """One batch as the model takes it (openpi's ``Observation``): made by ``vlaworld.processing``.
+
+    Cameras are in the config's order, which is the order of their tokens in the prefix.
+    """
+
+    images: tuple[torch.Tensor, ...]  # per camera [B, 3, H, W] in [-1, 1]
+    image_masks: tuple[torch.Tensor, ...]  # per camera [B] bool: False for an empty camera
+    tokens: torch.Tensor  # [B, L] long: the task prompt
+    token_masks: torch.Tensor  # [B, L] bool
+    state: torch.Tensor  # [B, max_state_dim] float32, normalised and zero-padded
+
+    def __post_init__(self) -> None:
+        bsz = self.state.shape[0]
+        sizes = {int(t.shape[0]) for t in (*self.images, *self.image_masks, self.tokens, self.token_masks)}
+        if sizes != {bsz}:
+            raise ValueError(f"the batch's parts disagree on the batch size: state {bsz}, images/tokens {sorted(sizes)}")
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.state.shape[0])
+
+    def to(self, device: torch.device | str) -> PrefixInputs:
+        return PrefixInputs(
+            images=tuple(t.to(device) for t in self.images),
+            image_masks=tuple(t.to(device) for t in self.image_masks),
+            tokens=self.tokens.to(device), token_masks=self.token_masks.to(device), state=self.state.to(device),
+        )
+
+
 @dataclass
 class PrefixState:
     """Everything a denoising step reads, fixed for one chunk."""
@@ -109,19 +140,13 @@ class VLAFlowMatching(nn.Module):
     def embed_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.vlm_with_expert.text_model.embed_tokens(tokens)
 
-    def embed_prefix(
-        self,
-        images: list[torch.Tensor],
-        img_masks: list[torch.Tensor],
-        lang_tokens: torch.Tensor,
-        lang_masks: torch.Tensor,
-        state: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def embed_prefix(self, inputs: PrefixInputs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """[camera tokens]… [language] [state] -> embs [B,P,W], pad [B,P] bool, att [B,P] (AR flags).
 
         Images and language get flag 0 (bidirectional), the state 1 (it sees them, they do not see it).
         All cameras go through the vision tower in one batched call.
         """
+        images, img_masks, state = inputs.images, inputs.image_masks, inputs.state
         bsz = state.shape[0]
         device = state.device
         n_cam = len(images)
@@ -141,9 +166,9 @@ class VLAFlowMatching(nn.Module):
             if special is not None:
                 embs.append(end)
                 pads.append(torch.ones(bsz, 1, dtype=torch.bool, device=device))
-        lang = self.embed_tokens(lang_tokens)
+        lang = self.embed_tokens(inputs.tokens)
         embs.append(lang * math.sqrt(lang.shape[-1]))
-        pads.append(lang_masks)
+        pads.append(inputs.token_masks)
         state_emb = self.state_proj(state.to(self.state_proj.weight.dtype))[:, None, :]  # (B, 1, W)
         embs.append(state_emb)
         pads.append(torch.ones(bsz, 1, dtype=torch.bool, device=device))
@@ -158,16 +183,9 @@ class VLAFlowMatching(nn.Module):
             att_t = F.pad(att_t, (0, extra), value=False)
         return embs_t, pad_t, att_t
 
-    def encode_prefix(
-        self,
-        images: list[torch.Tensor],
-        img_masks: list[torch.Tensor],
-        lang_tokens: torch.Tensor,
-        lang_masks: torch.Tensor,
-        state: torch.Tensor,
-    ) -> PrefixState:
+    def encode_prefix(self, inputs: PrefixInputs) -> PrefixState:
         """Run the VLM once over the prefix and precompute every mask/position the steps need."""
-        embs, pad, att = self.embed_prefix(images, img_masks, lang_tokens, lang_masks, state)
+        embs, pad, att = self.embed_prefix(inputs)
         mask = make_att_2d_masks(pad, att)
         positions = torch.cumsum(pad, dim=1) - 1
         slen = self.cfg.chunk_size
@@ -240,11 +258,7 @@ class VLAFlowMatching(nn.Module):
     # ----------------------------------------------------------------------------------- training
     def loss(
         self,
-        images: list[torch.Tensor],
-        img_masks: list[torch.Tensor],
-        lang_tokens: torch.Tensor,
-        lang_masks: torch.Tensor,
-        state: torch.Tensor,
+        inputs: PrefixInputs,
         actions: torch.Tensor,
         noise: torch.Tensor,
         time: torch.Tensor,
@@ -257,7 +271,7 @@ class VLAFlowMatching(nn.Module):
         t = time[:, None, None]
         x_t = t * noise + (1 - t) * actions
         u_t = noise - actions
-        prefix, pad, att = self.embed_prefix(images, img_masks, lang_tokens, lang_masks, state)
+        prefix, pad, att = self.embed_prefix(inputs)
         width = self.action_in_proj.out_features
         time_emb = sinusoidal_time_embedding(time, width, self.cfg.min_period, self.cfg.max_period)
         suffix = self.embed_suffix(x_t, time_emb.to(self.action_in_proj.weight.dtype))

@@ -18,9 +18,7 @@ Notable choices:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -51,22 +49,6 @@ class ProphetConfig:
             raise ValueError(f"Prophet hidden_dim {self.hidden_dim} is not divisible by prophet_heads={self.n_heads}")
         object.__setattr__(self, "ffn_dim", 4 * self.hidden_dim)
         object.__setattr__(self, "head_dim", self.hidden_dim // self.n_heads)
-
-    @classmethod
-    def from_lerobot(cls, cfg: Mapping[str, Any]) -> ProphetConfig:
-        """Read a ``smolvla_world`` config.json (plugin defaults for absent fields).
-
-        ``prophet_dropout`` only acts in training and is ignored; ``enable_world_predictor`` = false
-        (no Prophet at all) is the caller's business, as is ``delta_prediction``.
-        """
-        d = int(cfg.get("world_latent_dim", 1408))
-        return cls(
-            latent_dim=d,
-            hidden_dim=d,
-            horizon=int(cfg.get("future_offset", 8)),
-            n_layers=int(cfg.get("prophet_layers", 2)),
-            n_heads=int(cfg.get("prophet_heads", 8)),
-        )
 
 
 CONFIGS: dict[str, ProphetConfig] = {

@@ -6,7 +6,7 @@ Numerically this is transformers 5.23's ``SmolVLMVisionTransformer`` followed by
 transformers 5, so by default the learned position table is added whole and no buffer is kept; the model
 can be built on the meta device and filled with ``load_state_dict(..., assign=True)``. transformers
 4.55.1-4.57.x (LeRobot 0.4.x) compute other ids for float32 pixels (``transformers_457_position_ids``);
-``VisionEmbeddings.set_position_ids`` installs them (``vlaworld.numerics``).
+``VisionEmbeddings.set_position_ids`` installs them (``vlaworld.config.numerics``).
 
 Notable choices:
 - Submodule names equal the Hugging Face key suffixes (``vision_model.encoder.layers.{i}.self_attn.q_proj``,

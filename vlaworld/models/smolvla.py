@@ -14,53 +14,35 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from vlaworld.config import PolicyConfig, VLMConfig
-from vlaworld.models.expert import ExpertLayout, VLMWithExpert, expert_intermediate_size
+from vlaworld.models.expert import ExpertLayout, VLMWithExpert
 from vlaworld.models.flow_matching import HeadConfig, VLAFlowMatching
-from vlaworld.models.siglip import Connector, VisionTransformer
-from vlaworld.models.smollm import TextModel
+from vlaworld.models.siglip import Connector, ImageEncoderConfig, VisionTransformer
+from vlaworld.models.smollm import TextConfig, TextModel
 
 
 @dataclass(frozen=True, kw_only=True)
-class ModelSpec:
-    """Resolved architecture: the policy config plus the VLM config it was trained on."""
+class VLMConfig:
+    """The parts of a SmolVLM ``config.json`` SmolVLA uses (the VLM named by ``vlm_model_name``)."""
 
-    policy: PolicyConfig
+    image: ImageEncoderConfig
+    text: TextConfig
+
+    @classmethod
+    def from_hf(cls, d: dict) -> VLMConfig:
+        """Parse a SmolVLM ``config.json`` dict (``vision_config``, ``text_config`` and the connector's fields)."""
+        return cls(image=ImageEncoderConfig.from_hf(d), text=TextConfig.from_hf(d["text_config"]))
+
+
+@dataclass(frozen=True, kw_only=True)
+class SmolVLAConfig:
+    """The architecture of one SmolVLA: the VLM it was trained on, the expert beside it, the action head.
+
+    Built from a checkpoint's config in one place (``vlaworld.checkpoint.architecture``).
+    """
+
     vlm: VLMConfig
-    image_special_token_ids: tuple[int, int] | None = None
-
-    @property
-    def num_vlm_layers(self) -> int:
-        n = self.policy.num_vlm_layers
-        total = self.vlm.text.num_hidden_layers
-        return min(n, total) if n > 0 else total
-
-    @property
-    def layout(self) -> ExpertLayout:
-        n_vlm = self.num_vlm_layers
-        width = int(self.vlm.text.hidden_size * self.policy.expert_width_multiplier)
-        return ExpertLayout(
-            num_vlm_layers=n_vlm,
-            num_expert_layers=self.policy.num_expert_layers if self.policy.num_expert_layers > 0 else n_vlm,
-            cross_attn=self.policy.attention_mode == "cross_attn",
-            self_attn_every_n_layers=self.policy.self_attn_every_n_layers,
-            width=width,
-            intermediate_size=expert_intermediate_size(width),
-        )
-
-    @property
-    def head(self) -> HeadConfig:
-        p = self.policy
-        return HeadConfig(
-            chunk_size=p.chunk_size,
-            max_state_dim=p.max_state_dim,
-            max_action_dim=p.max_action_dim,
-            num_steps=p.num_steps,
-            min_period=p.min_period,
-            max_period=p.max_period,
-            prefix_length=p.prefix_length,
-            image_special_token_ids=self.image_special_token_ids if p.add_image_special_tokens else None,
-        )
+    layout: ExpertLayout
+    head: HeadConfig
 
 
 class SmolVLMModel(nn.Module):
@@ -85,11 +67,11 @@ class SmolVLM(nn.Module):
 class SmolVLAModel(nn.Module):
     """The root whose ``state_dict`` keys equal a LeRobot checkpoint's (``model.*`` [+ world parts])."""
 
-    def __init__(self, spec: ModelSpec, world_inject: nn.Module | None = None, prophet: nn.Module | None = None):
+    def __init__(self, config: SmolVLAConfig, world_inject: nn.Module | None = None, prophet: nn.Module | None = None):
         super().__init__()
-        layout = spec.layout
-        vlm = SmolVLM(spec.vlm, layout.num_vlm_layers)
-        self.model = VLAFlowMatching(spec.head, VLMWithExpert(vlm, spec.vlm.text, layout), world_inject)
+        self.config = config
+        vlm = SmolVLM(config.vlm, config.layout.num_vlm_layers)
+        self.model = VLAFlowMatching(config.head, VLMWithExpert(vlm, config.vlm.text, config.layout), world_inject)
         if prophet is not None:
             self.prophet = prophet
 
@@ -103,7 +85,7 @@ class SmolVLAModel(nn.Module):
         expert: torch.dtype,
         projections: torch.dtype,
     ) -> None:
-        """Put each part in the dtype it runs in (``vlaworld.numerics`` says which for each LeRobot).
+        """Put each part in the dtype it runs in (``vlaworld.config.numerics`` says which for each LeRobot).
 
         ``projections`` covers the modules LeRobot makes as plain ``nn.Linear`` after the transformers
         models: the expert's cross-attention k/v, the state/action projections and the world modules.

@@ -24,7 +24,6 @@ Notable choices:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -109,17 +108,6 @@ class WorldInjectConfig:
                 f"expert width {self.width} is not divisible by world_inject_num_heads={self.n_heads}"
             )
         object.__setattr__(self, "head_dim", self.width // self.n_heads)
-
-    @classmethod
-    def from_lerobot(cls, cfg: Mapping[str, Any], *, width: int) -> WorldInjectConfig:
-        """Read a ``smolvla_world`` config.json; ``width`` is the expert width, which the file implies
-        only through the VLM (``vlm hidden_size * expert_width_multiplier``)."""
-        return cls(
-            width=width,
-            memory_dim=int(cfg.get("world_latent_dim", 1408)),
-            n_heads=int(cfg.get("world_inject_num_heads", 8)),
-            gate_init=float(cfg.get("world_gate_init", 0.0)),
-        )
 
 
 CONFIGS: dict[str, WorldInjectConfig] = {

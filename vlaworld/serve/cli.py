@@ -14,9 +14,9 @@ import os
 import sys
 from collections.abc import Sequence
 
-from vlaworld.errors import VlaworldError
-from vlaworld.models.world_config import MEMORY_MODES, WORLD_PREPROCESS_MODES
-from vlaworld.numerics import DEFAULT_PROFILE, PROFILES
+from vlaworld.errors import one_line_errors
+from vlaworld.config.world import MEMORY_MODES, WORLD_PREPROCESS_MODES
+from vlaworld.config.numerics import DEFAULT_PROFILE, PROFILES
 
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+@one_line_errors("vlaworld.serve")  # bad input or environment: one line; bugs keep their traceback
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -75,16 +76,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         paths = ensure_demo()
         ckpt, vlm, world, kind = str(paths.ckpt), vlm or str(paths.vlm), world or str(paths.world_encoder), "demo"
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    try:
-        config = ServeConfig(host=args.host, port=args.port, window_ms=args.window_ms, max_batch=args.max_batch)
-        policy = vlaworld.load_policy(ckpt, device=device, dtype=args.dtype, memory=args.memory,
-                                      numerics=args.numerics, n_action_steps=args.n_action_steps,
-                                      compile=args.compile, vlm=vlm, world_encoder=world, stats=args.stats,
-                                      world_preprocess=args.world_preprocess, cuda_graphs=args.cuda_graphs)
-        server = PolicyServer(policy, config, policy_kind=kind)
-    except (VlaworldError, OSError) as exc:  # bad input or environment: one line; bugs keep their traceback
-        print(f"vlaworld.serve: error: {exc}", file=sys.stderr)
-        return 2
+    config = ServeConfig(host=args.host, port=args.port, window_ms=args.window_ms, max_batch=args.max_batch)
+    policy = vlaworld.load_policy(ckpt, device=device, dtype=args.dtype, memory=args.memory,
+                                  numerics=args.numerics, n_action_steps=args.n_action_steps,
+                                  compile=args.compile, vlm=vlm, world_encoder=world, stats=args.stats,
+                                  world_preprocess=args.world_preprocess, cuda_graphs=args.cuda_graphs)
+    server = PolicyServer(policy, config, policy_kind=kind)
     print(f"vlaworld.serve: {kind} policy {ckpt} loaded on {device} (pid {os.getpid()})", file=sys.stderr, flush=True)
     try:
         server.serve_forever()

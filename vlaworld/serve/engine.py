@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from vlaworld.processing import per_row_normal
 from vlaworld.errors import UsageError
 from vlaworld.policy import Policy
 from vlaworld.serve.observation import WORLD_FRAMES_KEY, ObservationError, Request
@@ -104,8 +105,8 @@ class PolicyEngine:
 
     def _run_group(self, rows: list[Row], observations: list[dict]) -> list[Chunk | Exception]:
         before = [r.session.generator.get_state() for r in rows]
-        noise = torch.stack([torch.randn((self.chunk_size, self.max_action_dim), generator=r.session.generator)
-                             for r in rows])  # (B, chunk_size, max_action_dim)
+        noise = per_row_normal((len(rows), self.chunk_size, self.max_action_dim),
+                               [r.session.generator for r in rows])  # (B, chunk_size, max_action_dim)
         drawn = [r.session.generator.get_state() for r in rows]
         try:
             chunks = self._call(rows, observations, noise)

@@ -25,7 +25,7 @@ MESSAGES = {
 def observation_spec(policy: Policy) -> ObservationSpec:
     """The inputs the server checks, from the policy's resolved config."""
     cfg = policy.config
-    rename = dict(getattr(policy.processors, "rename_map", None) or {})
+    rename = policy.rename_map
     return ObservationSpec(
         cameras=tuple(cfg.image_features), empty_cameras=int(cfg.empty_cameras),
         state_dim=int(cfg.state_feature.shape[0]), world_frames=int(policy.world_frames_needed),

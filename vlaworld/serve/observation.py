@@ -17,9 +17,8 @@ from typing import Any
 
 import numpy as np
 
-IMAGE_PREFIX = "observation.images."
-STATE_KEY = "observation.state"
-WORLD_FRAMES_KEY = "observation.world_frames"
+from vlaworld.config import STATE_KEY, WORLD_FRAMES_KEY
+
 TASK_KEYS = ("task", "prompt")
 CONTROL_KEYS = ("reset", "session_id")
 

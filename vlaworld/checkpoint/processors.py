@@ -25,32 +25,16 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from vlaworld.lerobot_stats import (
-    _NEEDED,
+from vlaworld.checkpoint.files import CheckpointError, inside, read_json, read_safetensors
+from vlaworld.checkpoint.normalization import (
     EPS,
-    Feature,
-    LegacyStats,
+    STATS_NEEDED,
+    NormalizerSpec,
     Stats,
-    StatsCheck,
-    check_stats,
-    extract_legacy_stats,
     flatten_stats,
-    load_stats_file,
-    normalize,
-    require_stats,
     unflatten_stats,
-    unnormalize,
 )
-from vlaworld.files import inside, read_json, read_safetensors
-from vlaworld.statedict import CheckpointError
-
-__all__ = [  # the stats API is re-exported: callers read processor files and their stats through here
-    "EPS", "Feature", "LegacyStats", "Pipeline", "ProcessorSpec", "Stats", "StatsCheck", "Step", "TokenizerSpec",
-    "NormalizerSpec", "check_stats", "extract_legacy_stats", "flatten_stats", "has_processors",
-    "load_stats_file", "normalize", "pipeline_json", "read_processors", "require_stats", "smolvla_spec",
-    "unflatten_stats",
-    "unnormalize", "write_processors", "PREPROCESSOR", "POSTPROCESSOR",
-]
+from vlaworld.config.features import Feature
 
 PREPROCESSOR = "policy_preprocessor"  # POLICY_PREPROCESSOR_DEFAULT_NAME (utils/constants.py L56)
 POSTPROCESSOR = "policy_postprocessor"
@@ -93,30 +77,6 @@ class Pipeline:
         if len(found) > 1:
             raise CheckpointError(f"{self.name}: {len(found)} '{registry_name}' steps; expected one.")
         return found[0] if found else None
-
-
-@dataclass(frozen=True, kw_only=True)
-class NormalizerSpec:
-    """A (un)normaliser step: per-feature modes by feature type, eps, stats as float32."""
-
-    features: dict[str, Feature]
-    norm_map: dict[str, str]  # FeatureType name -> NormalizationMode name
-    stats: Stats
-    eps: float = EPS
-    normalize_observation_keys: tuple[str, ...] | None = None
-
-    def mode(self, key: str) -> str:
-        """The mode LeRobot applies to ``key``: IDENTITY for unknown types and for missing stats (L305-307)."""
-        ft = self.features.get(key)
-        if ft is None or key not in self.stats:
-            return "IDENTITY"
-        if self.normalize_observation_keys is not None and ft.type != "ACTION":
-            if key not in self.normalize_observation_keys:  # L255-256
-                return "IDENTITY"
-        return self.norm_map.get(ft.type, "IDENTITY")
-
-    def apply(self, key: str, x: torch.Tensor, *, inverse: bool = False) -> torch.Tensor:
-        return normalize(x, self.stats.get(key, {}), self.mode(key), eps=self.eps, inverse=inverse)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -199,10 +159,10 @@ def _normalizer_view(step: Step | None) -> NormalizerSpec | None:
     feats = {k: Feature(type=str(v["type"]), shape=tuple(int(d) for d in v["shape"]))
              for k, v in c.get("features", {}).items()}
     keys, norm_map = c.get("normalize_observation_keys"), dict(c.get("norm_map", {}))
-    unknown = {k: v for k, v in norm_map.items() if v != "IDENTITY" and v not in _NEEDED}
+    unknown = {k: v for k, v in norm_map.items() if v != "IDENTITY" and v not in STATS_NEEDED}
     if unknown:
         raise CheckpointError(f"{step.registry_name}: unknown normalization modes {unknown}; "
-                              f"known: IDENTITY, {', '.join(_NEEDED)}.")
+                              f"known: IDENTITY, {', '.join(STATS_NEEDED)}.")
     return NormalizerSpec(features=feats, norm_map=norm_map,
                           stats=unflatten_stats(step.state), eps=float(c.get("eps", EPS)),
                           normalize_observation_keys=tuple(keys) if keys is not None else None)

@@ -11,11 +11,9 @@ import difflib
 import json
 from dataclasses import dataclass, field, fields
 
+from vlaworld.config.features import ACTION_KEY, STATE_KEY, Feature
+from vlaworld.config.world import WorldConfig, world_fields
 from vlaworld.errors import VlaworldError
-from vlaworld.lerobot_processors import Feature
-from vlaworld.models.siglip import ImageEncoderConfig
-from vlaworld.models.smollm import TextConfig
-from vlaworld.models.world_config import WorldConfig, world_fields
 
 POLICY_TYPES = ("smolvla", "smolvla_world")
 
@@ -41,7 +39,7 @@ BEHAVIOUR_FIELDS = frozenset(
         "add_image_special_tokens", "attention_mode", "prefix_length", "pad_language_to", "num_expert_layers",
         "num_vlm_layers", "self_attn_every_n_layers", "expert_width_multiplier", "min_period", "max_period",
         "rtc_config",
-        # Decides the runtime dtypes (vlaworld.numerics): true builds the VLM and expert in bf16.
+        # Decides the runtime dtypes (vlaworld.config.numerics): true builds the VLM and expert in bf16.
         "load_vlm_weights",
     }
 )
@@ -110,11 +108,11 @@ class PolicyConfig:
 
     @property
     def state_feature(self) -> Feature | None:
-        return self.input_features.get("observation.state")
+        return self.input_features.get(STATE_KEY)
 
     @property
     def action_feature(self) -> Feature | None:
-        return self.output_features.get("action")
+        return self.output_features.get(ACTION_KEY)
 
     @classmethod
     def from_lerobot(cls, d: dict, source: object = "config.json") -> PolicyConfig:
@@ -199,17 +197,3 @@ def _refuse_if(d: dict, key: str, bad: object, why: str) -> None:
 
 def _features(d: dict) -> dict[str, Feature]:
     return {k: Feature(type=str(v["type"]), shape=tuple(int(s) for s in v["shape"])) for k, v in d.items()}
-
-
-@dataclass(frozen=True, kw_only=True)
-class VLMConfig:
-    """The parts of a SmolVLM ``config.json`` SmolVLA uses (read from ``vlm_model_name`` locally)."""
-
-    image: ImageEncoderConfig
-    text: TextConfig
-
-    @classmethod
-    def from_hf(cls, d: dict) -> VLMConfig:
-        if "vision_config" not in d or "text_config" not in d:
-            raise ConfigError("VLM config.json lacks vision_config/text_config: is this a SmolVLM checkpoint?")
-        return cls(image=ImageEncoderConfig.from_hf(d), text=TextConfig.from_hf(d["text_config"]))

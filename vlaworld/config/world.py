@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields
 from vlaworld.errors import VlaworldError
 
 MEMORY_MODES = ("pred", "none", "zero", "random", "random_scaled", "signflip", "shuffle")
-# V-JEPA input preprocessing (vlaworld.world_preprocess): as the training latents were made, or the plugin's rollout.
+# V-JEPA input preprocessing (vlaworld.world.preprocess): as the training latents were made, or the plugin's rollout.
 WORLD_PREPROCESS_MODES = ("default", "legacy")
 PLUGIN_ROLLOUT_MODES = ("pred", "zero", "random")  # what world_memory_mode_rollout may hold in a checkpoint
 

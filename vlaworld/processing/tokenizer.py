@@ -16,6 +16,11 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer
 
+from vlaworld.checkpoint.files import CheckpointError, inside
+from vlaworld.checkpoint.hub import find_model_dir
+from vlaworld.checkpoint.processors import PREPROCESSOR, ProcessorSpec
+from vlaworld.config import PolicyConfig
+
 
 @dataclass(frozen=True, kw_only=True)
 class TokenizerSettings:
@@ -26,25 +31,22 @@ class TokenizerSettings:
     append_newline: bool = True
 
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
-
-
 class TaskTokenizer:
     """Turns task strings into (ids [B,L] long, mask [B,L] bool) exactly as LeRobot's pipeline does."""
 
     def __init__(self, directory: str | Path, settings: TokenizerSettings) -> None:
         directory = Path(directory)
-        self.directory = directory  # the files read: tokenizer.json and TOKENIZER_FILES (run fingerprints)
+        self.directory = directory  # the files read (run.json fingerprints them)
         self.settings = settings
         self._tok = Tokenizer.from_file(str(directory / "tokenizer.json"))
         cfg = _read_json(directory / "tokenizer_config.json")
         special = _read_json(directory / "special_tokens_map.json")
         pad = _token_text(cfg.get("pad_token")) or _token_text(special.get("pad_token"))
         if pad is None:
-            raise ValueError(f"{directory} defines no pad token (tokenizer_config.json pad_token)")
+            raise CheckpointError(f"{directory} defines no pad token (tokenizer_config.json pad_token)")
         pad_id = self._tok.token_to_id(pad)
         if pad_id is None:
-            raise ValueError(f"pad token {pad!r} of {directory} is not in its vocabulary")
+            raise CheckpointError(f"pad token {pad!r} of {directory} is not in its vocabulary")
         self.pad_id = pad_id
         self._tok.no_padding()
         self._tok.no_truncation()
@@ -52,7 +54,7 @@ class TaskTokenizer:
             side = cfg.get("truncation_side", "right")
             self._tok.enable_truncation(settings.max_length, direction=side)
         if settings.padding not in ("longest", "max_length"):
-            raise ValueError(f"padding={settings.padding!r}: expected 'longest' or 'max_length'")
+            raise CheckpointError(f"tokenizer padding={settings.padding!r}: expected 'longest' or 'max_length'")
         self._tok.enable_padding(
             direction=settings.padding_side,
             pad_id=pad_id,
@@ -72,6 +74,29 @@ class TaskTokenizer:
         ids = torch.tensor([e.ids for e in enc], dtype=torch.long)
         mask = torch.tensor([e.attention_mask for e in enc], dtype=torch.bool)
         return ids, mask
+
+
+def task_tokenizer(
+    processors: ProcessorSpec, config: PolicyConfig, vlm_dir: Path, *, explicit_vlm: bool, ckpt_dir: Path
+) -> TaskTokenizer:
+    """The checkpoint's tokenizer: settings from its saved tokenizer step (lerobot >= 0.4) or its config
+    (older); files from the checkpoint's own tokenizer artifacts (lerobot >= 0.6), else the VLM's."""
+    spec = processors.tokenizer
+    if spec is None:
+        return TaskTokenizer(vlm_dir, TokenizerSettings(max_length=config.tokenizer_max_length,
+                                                        padding=config.pad_language_to))
+    settings = TokenizerSettings(
+        max_length=spec.max_length, padding=spec.padding, padding_side=spec.padding_side,
+        truncation=spec.truncation, append_newline=processors.appends_newline,
+    )
+    if spec.local_dir is not None:
+        local = inside(ckpt_dir, str(spec.local_dir), f"{ckpt_dir}/{PREPROCESSOR}.json tokenizer artifacts")
+        if (local / "tokenizer.json").is_file():
+            return TaskTokenizer(local, settings)
+    directory = vlm_dir
+    if spec.tokenizer_name and spec.tokenizer_name != config.vlm_model_name and not explicit_vlm:
+        directory = find_model_dir(spec.tokenizer_name, None, ("tokenizer.json",), "--vlm", "tokenizer")
+    return TaskTokenizer(directory, settings)
 
 
 def _read_json(path: Path) -> dict:

@@ -16,12 +16,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from vlaworld.config import MEMORY_MODES, WORLD_FRAMES_KEY, WORLD_PREPROCESS_MODES, WorldConfig
 from vlaworld.errors import VlaworldError
 from vlaworld.models.prophet import Prophet
 from vlaworld.models.vjepa2 import VJEPA2Encoder
-from vlaworld.models.world_config import MEMORY_MODES, WORLD_PREPROCESS_MODES, WorldConfig
 from vlaworld.models.world_inject import GatedCrossAttention
-from vlaworld.world_preprocess import preprocess_clip
+from vlaworld.processing.noise import per_row_normal
+from vlaworld.world.diagnostics import HorizonCosine
+from vlaworld.world.preprocess import preprocess_clip
 
 LATENT_MODES = ("pred", "random_scaled", "signflip", "shuffle")  # modes that need V-JEPA latents
 WINDOW_MISMATCH_HELP = (
@@ -60,6 +62,7 @@ class WorldRollout:
     horizon: int  # K
     latent_dim: int  # D
     delta: bool
+    camera: str  # the batch key of the world camera: the first image feature, as in the plugin
     preprocess: str = "default"
     smolvla_size: tuple[int, int] | None = (512, 512)  # the checkpoint's resize_imgs_with_padding (legacy path)
 
@@ -76,7 +79,11 @@ class WorldRollout:
 
 
 class WorldMemory:
-    """Builds the [B, K, D] memory a chunk is sampled with, for one of the rollout modes."""
+    """Builds the [B, K, D] memory a chunk is sampled with, for one of the rollout modes.
+
+    It also keeps what the rollout of one batch of episodes accumulates: the world camera's recent
+    frames (for ``Policy.act``) and, with diagnostics on, the Prophet's cosine per horizon.
+    """
 
     def __init__(
         self,
@@ -94,6 +101,41 @@ class WorldMemory:
         self.encoder = encoder
         self.encoder_clips = 0  # clips encoded so far (the benchmark reports clips per env step)
         self.last_latents: tuple[torch.Tensor, torch.Tensor] | None = None  # (z_hist, pred) of the last chunk
+        self.history = FrameHistory(rollout.frames_needed)
+        self.horizon_cosine = HorizonCosine(rollout.horizon)
+        self._observed_this_step = False  # observe() already pushed the current frame
+
+    def reset(self) -> None:
+        """New episodes: forget the frames and the diagnostics of the last ones."""
+        self.history.clear()
+        self.horizon_cosine.reset()
+        self._observed_this_step = False
+
+    def observe(self, frames: torch.Tensor | np.ndarray, step: int, *, score: bool) -> None:
+        """One env step's world-camera frames [B, H, W, 3] (``act`` calls this every step).
+
+        ``score``: also encode the newest clip, the observed latent the Prophet's earlier predictions
+        are scored against (one extra V-JEPA clip per step, diagnostics only).
+        """
+        self.history.push(frames)
+        self._observed_this_step = True
+        if score:
+            z = self.encode_world(self.history.window()[:, -self.rollout.window :])  # (B, D)
+            self.horizon_cosine.observed(step, z)
+
+    def end_step(self) -> None:
+        self._observed_this_step = False
+
+    def frame_window(self, batch: dict) -> torch.Tensor | np.ndarray | None:
+        """The frames a chunk's latents are made from: the batch's ``observation.world_frames``, else the
+        history (a direct ``predict_chunk`` call adds the batch's frame as the newest); None if not needed."""
+        if not self.frames_needed:
+            return None
+        if WORLD_FRAMES_KEY in batch:
+            return batch[WORLD_FRAMES_KEY]
+        if not self._observed_this_step:
+            self.history.push(batch[self.rollout.camera])
+        return self.history.window()
 
     @property
     def active(self) -> bool:
@@ -162,7 +204,7 @@ class WorldMemory:
         if r.mode == "zero":
             return torch.zeros(shape, device=device)
         if r.mode == "random":
-            return _normal(shape, generators, device)
+            return per_row_normal(shape, generators, device)
         if window is None:
             raise KeyError(
                 f"memory mode {r.mode!r} needs 'observation.world_frames' in the batch (the last "
@@ -174,7 +216,7 @@ class WorldMemory:
         if r.mode == "pred":
             return pred
         if r.mode == "random_scaled":
-            noise = _normal(shape, generators, device)
+            noise = per_row_normal(shape, generators, device)
             return noise * (pred.norm(dim=-1, keepdim=True) / noise.norm(dim=-1, keepdim=True))
         if r.mode == "signflip":
             z_t = z_hist[:, -1:].float()
@@ -185,17 +227,8 @@ class WorldMemory:
         return pred.roll(1, dims=0)  # episode i gets episode i-1's prediction: no row keeps its own
 
 
-def _normal(shape: tuple[int, ...], generators: list[torch.Generator] | None, device) -> torch.Tensor:
-    """Standard normal noise, one generator per row when given (the episode's own randomness)."""
-    if generators is None:
-        return torch.randn(shape, device=device)
-    if len(generators) != shape[0]:
-        raise ValueError(f"got {len(generators)} generators for a batch of {shape[0]}")
-    return torch.stack([torch.randn(shape[1:], generator=g) for g in generators]).to(device)
-
-
 class FrameHistory:
-    """The last n first-camera frames of each episode in a batch, repeat-padded at the start (for ``act``)."""
+    """The last n world-camera frames of each episode in a batch, repeat-padded at the start (for ``act``)."""
 
     def __init__(self, n: int) -> None:
         self.n = n

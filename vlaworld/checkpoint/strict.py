@@ -13,12 +13,7 @@ from collections.abc import Iterable, Mapping
 import torch
 from torch import nn
 
-from vlaworld.errors import VlaworldError
-
-
-class CheckpointError(VlaworldError, ValueError):
-    """A checkpoint does not match the model it should fill; the message says what to fix."""
-
+from vlaworld.checkpoint.files import CheckpointError
 
 def _fmt(keys: Iterable[str], limit: int = 20) -> str:
     keys = sorted(keys)

@@ -1,8 +1,8 @@
 """Normalisation statistics of LeRobot checkpoints: the transforms, the checks, the ``--stats`` file
 and the lerobot < 0.4 buffers inside ``model.safetensors``.
 
-Split out of ``lerobot_processors`` (which re-exports these names): the processor files carry the
-stats, this module says what they mean. Formulas cite LeRobot's ``normalize_processor.py`` @v0.4.4.
+The processor files (``vlaworld.checkpoint.processors``) carry the stats; this module says what they
+mean. Formulas cite LeRobot's ``normalize_processor.py`` @v0.4.4.
 """
 
 from __future__ import annotations
@@ -12,29 +12,19 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import torch
 
-from vlaworld.statedict import CheckpointError
-
-if TYPE_CHECKING:
-    from vlaworld.lerobot_processors import NormalizerSpec
+from vlaworld.checkpoint.files import CheckpointError, read_safetensors
+from vlaworld.config.features import Feature
 
 log = logging.getLogger(__name__)
 
 EPS = 1e-8  # _NormalizationMixin.eps default (normalize_processor.py L94)
-_NEEDED = {"MEAN_STD": ("mean", "std"), "MIN_MAX": ("min", "max"),
+STATS_NEEDED = {"MEAN_STD": ("mean", "std"), "MIN_MAX": ("min", "max"),
            "QUANTILES": ("q01", "q99"), "QUANTILE10": ("q10", "q90")}  # L325-394
 Stats = dict[str, dict[str, torch.Tensor]]  # {"observation.state": {"mean": t, "std": t, ...}}
-
-
-@dataclass(frozen=True, kw_only=True)
-class Feature:
-    """A LeRobot ``PolicyFeature``: ``type`` is a FeatureType name (VISUAL, STATE, ACTION, ENV...)."""
-
-    type: str
-    shape: tuple[int, ...]
 
 
 def flatten_stats(stats: Mapping[str, Mapping[str, Any]]) -> dict[str, torch.Tensor]:
@@ -71,9 +61,9 @@ def normalize(x: torch.Tensor, stats: Mapping[str, torch.Tensor], mode: str, *, 
     """
     if mode == "IDENTITY":
         return x
-    if mode not in _NEEDED:
-        raise CheckpointError(f"Unsupported normalization mode {mode!r}; known: IDENTITY, {', '.join(_NEEDED)}.")
-    lo_name, hi_name = _NEEDED[mode]
+    if mode not in STATS_NEEDED:
+        raise CheckpointError(f"Unsupported normalization mode {mode!r}; known: IDENTITY, {', '.join(STATS_NEEDED)}.")
+    lo_name, hi_name = STATS_NEEDED[mode]
     lo, hi = _stat(stats, lo_name, mode, x), _stat(stats, hi_name, mode, x)
     if mode == "MEAN_STD":
         return x * hi + lo if inverse else (x - lo) / (hi + eps)
@@ -88,6 +78,30 @@ def unnormalize(x: torch.Tensor, stats: Mapping[str, torch.Tensor], mode: str, *
                 legacy_min_max: bool = False) -> torch.Tensor:
     """The inverse of ``normalize`` (LeRobot's ``UnnormalizerProcessorStep``)."""
     return normalize(x, stats, mode, eps=eps, inverse=True, legacy_min_max=legacy_min_max)
+
+
+@dataclass(frozen=True, kw_only=True)
+class NormalizerSpec:
+    """A (un)normaliser step: per-feature modes by feature type, eps, stats as float32."""
+
+    features: dict[str, Feature]
+    norm_map: dict[str, str]  # FeatureType name -> NormalizationMode name
+    stats: Stats
+    eps: float = EPS
+    normalize_observation_keys: tuple[str, ...] | None = None
+
+    def mode(self, key: str) -> str:
+        """The mode LeRobot applies to ``key``: IDENTITY for unknown types and for missing stats (L305-307)."""
+        ft = self.features.get(key)
+        if ft is None or key not in self.stats:
+            return "IDENTITY"
+        if self.normalize_observation_keys is not None and ft.type != "ACTION":
+            if key not in self.normalize_observation_keys:  # L255-256
+                return "IDENTITY"
+        return self.norm_map.get(ft.type, "IDENTITY")
+
+    def apply(self, key: str, x: torch.Tensor, *, inverse: bool = False) -> torch.Tensor:
+        return normalize(x, self.stats.get(key, {}), self.mode(key), eps=self.eps, inverse=inverse)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -115,7 +129,7 @@ def check_stats(features: Mapping[str, Feature], norm_map: Mapping[str, str], st
     for key in needed:
         mode = norm_map[features[key].type]
         sub = stats.get(key, {})
-        names = _NEEDED.get(mode, ())
+        names = STATS_NEEDED.get(mode, ())
         if not all(n in sub and bool(torch.isfinite(sub[n]).all()) for n in names):
             missing.append(key)  # absent, incomplete, or legacy's +inf "never set" (normalize.py L57-60)
             continue
@@ -171,9 +185,9 @@ def require_stats(
         elif not sub:
             problems.append(f"no stats for '{key}' (the file has {sorted(step.stats)[:6] or 'none'})")
         else:
-            for name in _NEEDED[mode]:
+            for name in STATS_NEEDED[mode]:
                 if name not in sub:
-                    problems.append(f"'{key}.{name}' is missing ({mode} needs {', '.join(_NEEDED[mode])})")
+                    problems.append(f"'{key}.{name}' is missing ({mode} needs {', '.join(STATS_NEEDED[mode])})")
                 elif not bool(torch.isfinite(sub[name]).all()):
                     problems.append(f"'{key}.{name}' has non-finite values")
     if problems:
@@ -197,8 +211,6 @@ def load_stats_file(path: str | Path) -> Stats:
     if not p.is_file():
         raise CheckpointError(f"Stats file {p} does not exist.")
     if p.suffix == ".safetensors":
-        from vlaworld.files import read_safetensors
-
         return unflatten_stats(read_safetensors(p))
     if p.suffix != ".json":
         raise CheckpointError(f"{p}: --stats takes a .safetensors or a .json file.")

@@ -34,8 +34,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vlaworld.models.world_config import WORLD_PREPROCESS_MODES
-from vlaworld.processing import resize_with_pad
+from vlaworld.config.world import WORLD_PREPROCESS_MODES
+from vlaworld.processing.transforms import resize_with_pad
 
 WorldPreprocess = Literal["default", "legacy"]
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # VJEPA2VideoProcessor image_mean (IMAGENET_DEFAULT_MEAN)

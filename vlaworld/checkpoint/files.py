@@ -19,7 +19,11 @@ from typing import Any
 import torch
 from safetensors import SafetensorError, safe_open
 
-from vlaworld.statedict import CheckpointError
+from vlaworld.errors import VlaworldError
+
+
+class CheckpointError(VlaworldError, ValueError):
+    """A checkpoint file that cannot be read or does not match its model; the message says what to fix."""
 
 
 def read_json(path: Path, *, expect: type = dict) -> Any:

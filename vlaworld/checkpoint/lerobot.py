@@ -18,11 +18,12 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from vlaworld import lerobot_processors as lp
-from vlaworld.config import PolicyConfig, VLMConfig
-from vlaworld.files import read_json, read_safetensors
-from vlaworld.hub import find_model_dir
-from vlaworld.statedict import CheckpointError
+from vlaworld.checkpoint import normalization as norm
+from vlaworld.checkpoint import processors as lp
+from vlaworld.checkpoint.files import CheckpointError, read_json, read_safetensors
+from vlaworld.checkpoint.hub import find_model_dir
+from vlaworld.config import ConfigError, PolicyConfig
+from vlaworld.models.smolvla import VLMConfig
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,19 @@ WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 COMPILED_PREFIX = "model._orig_mod."  # torch.compile'd saves (smolvla_base@3326b100 era)
 VLM_FILES = ("config.json", "tokenizer.json")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")  # what the tokenizer reads
+
+
+@dataclass(frozen=True, kw_only=True)
+class CheckpointSource:
+    """What writing a checkpoint back needs from the one it was read from: never its weights, so a loaded
+    policy holds one copy of them (its modules'), whatever device or dtype they were moved to."""
+
+    path: Path
+    stored_dtypes: dict[str, torch.dtype]  # tensor name -> the dtype the file stored it in
+    compiled_prefix: bool = False
+    legacy_tensors: dict[str, torch.Tensor] = field(default_factory=dict)  # lerobot < 0.4 stats buffers
+    has_processors: bool = True
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,19 +51,20 @@ class Checkpoint:
     """Everything read from disk; ``tensors`` keys are already in the model's naming."""
 
     path: Path
-    raw_config: dict
     config: PolicyConfig
     tensors: dict[str, torch.Tensor]
     processors: lp.ProcessorSpec | None  # None: a lerobot < 0.4 checkpoint
-    legacy_stats: lp.LegacyStats | None
+    legacy_stats: norm.LegacyStats | None
     legacy_tensors: dict[str, torch.Tensor] = field(default_factory=dict)  # written back on save
     compiled_prefix: bool = False
 
     @property
-    def pre_stats(self) -> lp.Stats:
-        if self.processors is not None and self.processors.normalizer is not None:
-            return self.processors.normalizer.stats
-        return self.legacy_stats.pre if self.legacy_stats else {}
+    def source(self) -> CheckpointSource:
+        return CheckpointSource(
+            path=self.path, stored_dtypes={k: v.dtype for k, v in self.tensors.items()},
+            compiled_prefix=self.compiled_prefix, legacy_tensors=self.legacy_tensors,
+            has_processors=self.processors is not None,
+        )
 
 
 def resolve_checkpoint_dir(path: str | Path) -> Path:
@@ -80,11 +95,11 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     if compiled:
         tensors = {("model." + k[len(COMPILED_PREFIX):] if k.startswith(COMPILED_PREFIX) else k): v
                    for k, v in tensors.items()}
-    legacy = lp.extract_legacy_stats(tensors, {**config.input_features, **config.output_features})
+    legacy = norm.extract_legacy_stats(tensors, {**config.input_features, **config.output_features})
     legacy_tensors = {k: tensors.pop(k) for k in legacy.consumed}
     processors = lp.read_processors(ckpt) if lp.has_processors(ckpt) else None
     return Checkpoint(
-        path=ckpt, raw_config=raw, config=config, tensors=tensors, processors=processors,
+        path=ckpt, config=config, tensors=tensors, processors=processors,
         legacy_stats=legacy if legacy.consumed else None, legacy_tensors=legacy_tensors,
         compiled_prefix=compiled,
     )
@@ -108,6 +123,8 @@ def find_vlm_dir(repo_id: str, explicit: str | Path | None) -> Path:
 def read_vlm_config(vlm_dir: Path) -> tuple[VLMConfig, dict]:
     """The VLM's parsed config and its raw JSON (the sub-configs' dtypes decide LeRobot's runtime dtypes)."""
     raw = read_json(vlm_dir / "config.json")
+    if "vision_config" not in raw or "text_config" not in raw:
+        raise ConfigError(f"{vlm_dir / 'config.json'} lacks vision_config/text_config: is this a SmolVLM checkpoint?")
     return VLMConfig.from_hf(raw), raw
 
 
@@ -134,16 +151,33 @@ def resolve_stats(ckpt: Checkpoint, stats_file: str | Path | None) -> lp.Process
         where_pre = _state_file(ckpt.path, lp.PREPROCESSOR, spec.preprocessor.find("normalizer_processor"))
         where_post = _state_file(ckpt.path, lp.POSTPROCESSOR, spec.postprocessor.find("unnormalizer_processor"))
     if stats_file is not None:
-        override = lp.load_stats_file(stats_file)
+        override = norm.load_stats_file(stats_file)
         spec = spec.with_stats(pre=override, post=override)
         where_pre = where_post = f"--stats {stats_file}"
     norm_map = spec.normalizer.norm_map if spec.normalizer else cfg.normalization_mapping
-    lp.require_stats(spec.normalizer, cfg.input_features, norm_map, where=where_pre,
+    norm.require_stats(spec.normalizer, cfg.input_features, norm_map, where=where_pre,
                      purpose="normalise the policy's inputs")
     norm_map = spec.unnormalizer.norm_map if spec.unnormalizer else cfg.normalization_mapping
-    lp.require_stats(spec.unnormalizer, cfg.output_features, norm_map, where=where_post,
+    norm.require_stats(spec.unnormalizer, cfg.output_features, norm_map, where=where_post,
                      purpose="unnormalise the policy's actions")
     return spec
+
+
+def input_files(
+    ckpt_dir: Path, processors: lp.ProcessorSpec, tokenizer_dir: Path, vlm_dir: Path, stats: str | Path | None
+) -> dict[str, Path]:
+    """Every file whose content changes what the policy computes, by role (run.json fingerprints them)."""
+    files = {f"checkpoint/{name}": ckpt_dir / name
+             for name in (CONFIG, WEIGHTS, f"{lp.PREPROCESSOR}.json", f"{lp.POSTPROCESSOR}.json")}
+    for pipe in (processors.preprocessor, processors.postprocessor):
+        for step in pipe.steps:
+            if "state_file" in step.entry:
+                files[f"checkpoint/{step.entry['state_file']}"] = ckpt_dir / step.entry["state_file"]
+    files["vlm/config.json"] = vlm_dir / "config.json"
+    files |= {f"tokenizer/{name}": tokenizer_dir / name for name in TOKENIZER_FILES}
+    if stats is not None:
+        files[f"stats/{Path(stats).name}"] = Path(stats)
+    return files
 
 
 def _state_file(ckpt_dir: Path, pipeline: str, step: lp.Step | None) -> str:
@@ -158,24 +192,24 @@ def _state_file(ckpt_dir: Path, pipeline: str, step: lp.Step | None) -> str:
 
 def save_checkpoint(
     out_dir: str | Path,
-    ckpt: Checkpoint,
+    source: CheckpointSource,
     state_dict: dict[str, torch.Tensor],
     processors: lp.ProcessorSpec | None,
 ) -> None:
     """Write the LeRobot layout back: config.json, model.safetensors, processor files (+ train_config)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if (ckpt.path / CONFIG).resolve() != (out / CONFIG).resolve():
-        shutil.copyfile(ckpt.path / CONFIG, out / CONFIG)  # byte-identical: the config is never changed
+    if (source.path / CONFIG).resolve() != (out / CONFIG).resolve():
+        shutil.copyfile(source.path / CONFIG, out / CONFIG)  # byte-identical: the config is never changed
     # Each tensor in the dtype the file stored it in (runtime dtypes follow the numerics profile).
-    stored = {k: v.dtype for k, v in ckpt.tensors.items()}
+    stored = source.stored_dtypes
     tensors = {k: v.detach().to("cpu", stored.get(k, v.dtype)).contiguous() for k, v in state_dict.items()}
-    if ckpt.compiled_prefix:
+    if source.compiled_prefix:
         tensors = {(COMPILED_PREFIX + k[len("model."):] if k.startswith("model.") else k): v for k, v in tensors.items()}
-    tensors |= {k: v.contiguous() for k, v in ckpt.legacy_tensors.items()}
+    tensors |= {k: v.contiguous() for k, v in source.legacy_tensors.items()}
     save_file(tensors, out / WEIGHTS, metadata={"format": "pt"})
-    if ckpt.processors is not None and processors is not None:
+    if source.has_processors and processors is not None:
         lp.write_processors(out, processors)
-    train_cfg = ckpt.path / "train_config.json"
+    train_cfg = source.path / "train_config.json"
     if train_cfg.is_file() and train_cfg.resolve() != (out / "train_config.json").resolve():
         shutil.copyfile(train_cfg, out / "train_config.json")
