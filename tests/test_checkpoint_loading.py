@@ -8,9 +8,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import vlaworld
-from tests import lerobot_layout as layout
-from tests.tiny_checkpoint import VLM_REPO, libero_batch, tiny_config_json, write_tiny_checkpoint, write_tiny_vlm
-from tests.tiny_models import TINY_VLM_JSON
+from tests.support import lerobot_layout as layout
+from tests.support.tiny_checkpoint import VLM_REPO, libero_batch, tiny_config_json, write_tiny_checkpoint
+from tests.support.tiny_models import TINY_VLM_JSON
 from vlaworld.checkpoint.architecture import architecture
 from vlaworld.config import ConfigError, PolicyConfig
 from vlaworld.checkpoint.hub import ModelFilesNotFound
@@ -18,18 +18,12 @@ from vlaworld.models.smolvla import VLMConfig
 from vlaworld.checkpoint.files import CheckpointError
 
 
-@pytest.fixture(scope="module")
-def files(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ckpt")
-    return write_tiny_vlm(root / "vlm"), write_tiny_checkpoint(root / "pretrained_model")
+def copy_ckpt(tiny_smolvla, tmp_path):
+    return shutil.copytree(tiny_smolvla.ckpt, tmp_path / "pretrained_model")
 
 
-def copy_ckpt(files, tmp_path):
-    return shutil.copytree(files[1], tmp_path / "pretrained_model")
-
-
-def test_loads_in_lerobots_runtime_dtypes_and_round_trips(files, tmp_path):
-    vlm, ckpt = files
+def test_loads_in_lerobots_runtime_dtypes_and_round_trips(tiny_smolvla, tmp_path):
+    vlm, ckpt = tiny_smolvla
     policy = vlaworld.load_policy(ckpt, vlm=vlm)  # load_vlm_weights=false: LeRobot builds everything in fp32
     state = policy.model.state_dict()
     stored = load_file(ckpt / "model.safetensors")
@@ -52,20 +46,20 @@ def test_loads_in_lerobots_runtime_dtypes_and_round_trips(files, tmp_path):
     assert torch.equal(policy.predict_chunk(batch, noise=noise), again.predict_chunk(batch, noise=noise))
 
 
-def test_accepts_training_checkpoint_dir_and_compiled_prefix(files, tmp_path):
-    vlm, _ = files
-    ckpt = copy_ckpt(files, tmp_path)
+def test_accepts_training_checkpoint_dir_and_compiled_prefix(tiny_smolvla, tmp_path):
+    vlm, _ = tiny_smolvla
+    ckpt = copy_ckpt(tiny_smolvla, tmp_path)
     tensors = load_file(ckpt / "model.safetensors")
     save_file({"model._orig_mod." + k[len("model."):]: v for k, v in tensors.items()}, ckpt / "model.safetensors")
     policy = vlaworld.load_policy(tmp_path, vlm=vlm)  # the parent of pretrained_model/
-    reference = vlaworld.load_policy(files[1], vlm=vlm)
+    reference = vlaworld.load_policy(tiny_smolvla.ckpt, vlm=vlm)
     batch, noise = libero_batch(), torch.randn(2, 6, 10)
     assert torch.equal(policy.predict_chunk(batch, noise=noise), reference.predict_chunk(batch, noise=noise))
 
 
-def test_legacy_stats_inside_weights(files, tmp_path):
-    vlm, _ = files
-    ckpt = copy_ckpt(files, tmp_path)
+def test_legacy_stats_inside_weights(tiny_smolvla, tmp_path):
+    vlm, _ = tiny_smolvla
+    ckpt = copy_ckpt(tiny_smolvla, tmp_path)
     stats = load_file(ckpt / "policy_preprocessor_step_5_normalizer_processor.safetensors")
     tensors = load_file(ckpt / "model.safetensors")
     for k in ("mean", "std"):
@@ -76,7 +70,7 @@ def test_legacy_stats_inside_weights(files, tmp_path):
     for p in ckpt.glob("policy_*"):
         p.unlink()
     legacy = vlaworld.load_policy(ckpt, vlm=vlm)
-    current = vlaworld.load_policy(files[1], vlm=vlm)
+    current = vlaworld.load_policy(tiny_smolvla.ckpt, vlm=vlm)
     batch, noise = libero_batch(), torch.randn(2, 6, 10)
     assert torch.allclose(legacy.predict_chunk(batch, noise=noise), current.predict_chunk(batch, noise=noise), atol=1e-6)
     out = tmp_path / "resaved"
@@ -85,9 +79,9 @@ def test_legacy_stats_inside_weights(files, tmp_path):
 
 
 @pytest.mark.parametrize("problem", ["missing", "unexpected", "shape"])
-def test_strict_key_errors_name_the_keys(files, tmp_path, problem):
-    vlm, _ = files
-    ckpt = copy_ckpt(files, tmp_path)
+def test_strict_key_errors_name_the_keys(tiny_smolvla, tmp_path, problem):
+    vlm, _ = tiny_smolvla
+    ckpt = copy_ckpt(tiny_smolvla, tmp_path)
     tensors = load_file(ckpt / "model.safetensors")
     key = "model.vlm_with_expert.lm_expert.layers.2.mlp.up_proj.weight"
     if problem == "missing":
@@ -105,8 +99,8 @@ def test_strict_key_errors_name_the_keys(files, tmp_path, problem):
     assert expected in text and "config.json" in text
 
 
-def test_refuses_to_run_without_normalisation_stats(files, tmp_path):
-    vlm, _ = files
+def test_refuses_to_run_without_normalisation_stats(tiny_smolvla, tmp_path):
+    vlm, _ = tiny_smolvla
     ckpt = tmp_path / "nostats"
     write_tiny_checkpoint(ckpt, stats=False)
     with pytest.raises(CheckpointError, match="--stats FILE"):
@@ -118,9 +112,9 @@ def test_refuses_to_run_without_normalisation_stats(files, tmp_path):
     assert with_stats.predict_chunk(libero_batch()).shape == (2, 6, 7)
 
 
-def test_stats_matching_no_feature_are_refused(files, tmp_path):
+def test_stats_matching_no_feature_are_refused(tiny_smolvla, tmp_path):
     """lerobot/smolvla_base-style stats (keyed by another dataset) would leave actions in normalised units."""
-    vlm, _ = files
+    vlm, _ = tiny_smolvla
     ckpt = tmp_path / "base"
     write_tiny_checkpoint(ckpt, stats=False)
     stats_file = tmp_path / "so100.json"
@@ -129,20 +123,20 @@ def test_stats_matching_no_feature_are_refused(files, tmp_path):
         vlaworld.load_policy(ckpt, vlm=vlm, stats=stats_file)
 
 
-def test_vlm_not_found_names_repo_flag_and_command(files, tmp_path, monkeypatch):
+def test_vlm_not_found_names_repo_flag_and_command(tiny_smolvla, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "empty_hf"))
     with pytest.raises(ModelFilesNotFound) as err:
-        vlaworld.load_policy(files[1])
+        vlaworld.load_policy(tiny_smolvla.ckpt)
     text = str(err.value)
     assert VLM_REPO in text and "--vlm" in text and f"huggingface-cli download {VLM_REPO}" in text
     with pytest.raises(ModelFilesNotFound, match="tokenizer.json"):
         (tmp_path / "half").mkdir()
         (tmp_path / "half" / "config.json").write_text("{}")
-        vlaworld.load_policy(files[1], vlm=tmp_path / "half")
+        vlaworld.load_policy(tiny_smolvla.ckpt, vlm=tmp_path / "half")
 
 
-def test_vlm_found_in_offline_hf_cache(files, tmp_path, monkeypatch):
-    vlm, ckpt = files
+def test_vlm_found_in_offline_hf_cache(tiny_smolvla, tmp_path, monkeypatch):
+    vlm, ckpt = tiny_smolvla
     snap = tmp_path / "hf" / "hub" / f"models--{VLM_REPO.replace('/', '--')}" / "snapshots" / "abc123"
     shutil.copytree(vlm, snap)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
@@ -167,9 +161,9 @@ def test_unknown_or_unsupported_config_values_are_errors(field, value, match):
         PolicyConfig.from_lerobot(cfg)
 
 
-def test_smolvla_refuses_world_memory_modes(files):
+def test_smolvla_refuses_world_memory_modes(tiny_smolvla):
     with pytest.raises(ConfigError, match="plain smolvla"):
-        vlaworld.load_policy(files[1], vlm=files[0], memory="pred")
+        vlaworld.load_policy(tiny_smolvla.ckpt, vlm=tiny_smolvla.vlm, memory="pred")
 
 
 def test_real_size_model_has_lerobots_parameter_count():

@@ -4,20 +4,14 @@ import pytest
 import torch
 
 import vlaworld
-from tests.tiny_checkpoint import libero_batch, write_tiny_vjepa, write_tiny_vlm, write_tiny_world_checkpoint
+from tests.support.tiny_checkpoint import libero_batch
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
 
-@pytest.fixture(scope="module")
-def files(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cuda")
-    return write_tiny_vlm(root / "vlm"), write_tiny_vjepa(root / "vj"), write_tiny_world_checkpoint(root / "w")
-
-
 @pytest.mark.parametrize("dtype, tol", [("float32", 1e-4), ("bfloat16", 5e-2)])
-def test_cuda_graph_and_compile_match_eager(files, dtype, tol):
-    vlm, vj, ckpt = files
+def test_cuda_graph_and_compile_match_eager(tiny_world, dtype, tol):
+    vlm, vj, ckpt = tiny_world
     eager = vlaworld.load_policy(ckpt, vlm=vlm, world_encoder=vj, device="cuda", dtype=dtype)
     fast = vlaworld.load_policy(ckpt, vlm=vlm, world_encoder=vj, device="cuda", dtype=dtype, compile=True,
                                 cuda_graphs=True)
@@ -30,8 +24,8 @@ def test_cuda_graph_and_compile_match_eager(files, dtype, tol):
         assert (a - b).abs().max().item() < tol
 
 
-def test_cuda_matches_cpu_in_float32(files):
-    vlm, vj, ckpt = files
+def test_cuda_matches_cpu_in_float32(tiny_world):
+    vlm, vj, ckpt = tiny_world
     cpu = vlaworld.load_policy(ckpt, vlm=vlm, world_encoder=vj, dtype="float32")
     gpu = vlaworld.load_policy(ckpt, vlm=vlm, world_encoder=vj, device="cuda", dtype="float32")
     batch, noise = libero_batch(), torch.randn(2, 6, 10)

@@ -16,9 +16,8 @@ import pytest
 import torch
 
 import vlaworld
-from tests.standins import StandinFactory
+from tests.support.standins import StandinFactory
 from tests.test_eval_neural import RecordingPolicy
-from vlaworld.demo import ensure_demo
 from vlaworld.eval.run import cpu_shared_with_workers, run_eval
 from vlaworld.eval.episode import episode_list
 from vlaworld.eval.scheduler import SchedulerConfig
@@ -29,11 +28,6 @@ MAX_STEPS = 14  # boundaries at 0, 4, 8, 12; steps 13-14 arrive with the episode
 N_ACTION_STEPS = 4
 FIELDS = {"gate", "world_path", "chunks", "attn_chunks", "attn_entropy", "attn_entropy_ratio", "attn_per_k",
           "memory_norm", "prophet_cosine", "prophet_cosine_per_k", "prophet_pairs_per_k"}
-
-
-@pytest.fixture(scope="module")
-def demo():
-    return ensure_demo()
 
 
 def load(demo, memory: str = "pred"):

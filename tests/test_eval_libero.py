@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from tests.tiny_checkpoint import write_tiny_checkpoint, write_tiny_vlm
+from tests.support.tiny_checkpoint import write_tiny_checkpoint, write_tiny_vlm
 from vlaworld.eval.cli import main
 from vlaworld.eval.results import read_episodes
 

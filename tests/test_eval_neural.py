@@ -18,8 +18,7 @@ import pytest
 import torch
 
 import vlaworld
-from tests.standins import StandinFactory
-from vlaworld.demo import ensure_demo
+from tests.support.standins import StandinFactory
 from vlaworld.eval.run import cpu_shared_with_workers, run_eval
 from vlaworld.eval.episode import EpisodeId, chunk_noise, episode_generator, episode_list
 from vlaworld.eval.policies import NeuralChunkPolicy
@@ -51,11 +50,6 @@ class RecordingPolicy(NeuralChunkPolicy):
         for e, c in zip(episodes, chunks, strict=True):
             self.trace[e].append(c.copy())
         return chunks
-
-
-@pytest.fixture(scope="module")
-def demo():
-    return ensure_demo()
 
 
 def rollout(policy, out: Path, *, n_envs: int, max_batch: int | None):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.standins import StandinFactory, run_standin
+from tests.support.standins import StandinFactory, run_standin
 from vlaworld.eval.plan import PlanError, main, parse_plan, read_plan, run_plan
 
 PLAN = """

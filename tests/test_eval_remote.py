@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.serve_support import load_demo
-from tests.standins import StandinFactory
+from tests.support.serve_support import load_demo
+from tests.support.standins import StandinFactory
 from vlaworld.eval import cli
 from vlaworld.eval.run import cpu_shared_with_workers, run_eval
 from vlaworld.eval.episode import episode_list

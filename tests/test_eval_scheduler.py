@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.standins import Fault, StandinFactory, StandinPolicy, outcomes, raw_keys, run_standin
+from tests.support.standins import Fault, StandinFactory, StandinPolicy, outcomes, raw_keys, run_standin
 from vlaworld.eval.results import ConfigChanged, read_episodes
 from vlaworld.eval.scheduler import WorkersBroken
 
@@ -174,7 +174,7 @@ def test_sigkill_then_rerun_gives_each_episode_once(tmp_path: Path, reference: d
     out = tmp_path / "run"
     marker = tmp_path / "m"
     marker.mkdir()
-    cmd = [sys.executable, "-m", "tests.standins", str(out), "--n-envs", "2", "--tasks", str(len(TASKS)),
+    cmd = [sys.executable, "-m", "tests.support.standins", str(out), "--n-envs", "2", "--tasks", str(len(TASKS)),
            "--episodes", str(EPISODES), "--step-sleep", "0.01", "--marker-dir", str(marker)]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     episodes_file = out / "episodes.jsonl"

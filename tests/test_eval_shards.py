@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.standins import outcomes, raw_keys, run_standin
+from tests.support.standins import outcomes, raw_keys, run_standin
 from vlaworld.eval.results import ConfigChanged, read_episodes
 from vlaworld.eval.shards import ShardInfo, from_env
 
@@ -50,7 +50,7 @@ def test_concurrent_ranks_from_torchrun_environment(tmp_path: Path, reference: d
     procs = []
     for rank in range(2):
         env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": str(rank), "LOCAL_WORLD_SIZE": "2"}
-        cmd = [sys.executable, "-m", "tests.standins", str(out), "--n-envs", "1", "--tasks", str(len(TASKS)),
+        cmd = [sys.executable, "-m", "tests.support.standins", str(out), "--n-envs", "1", "--tasks", str(len(TASKS)),
                "--episodes", str(EPISODES)]
         procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stderr=subprocess.PIPE))
     for p in procs:

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from safetensors.torch import load_file
 
-from tests.standins import StandinFactory, StandinPolicy, raw_keys, run_standin
-from tests.tiny_checkpoint import write_tiny_checkpoint, write_tiny_vlm
+from tests.support.standins import StandinFactory, StandinPolicy, raw_keys, run_standin
+from tests.support.tiny_checkpoint import write_tiny_checkpoint, write_tiny_vlm
 from vlaworld.eval import results
 from vlaworld.eval.cli import main
 from vlaworld.eval.lock import LOCK_FILE, RunDirLocked, run_dir_lock

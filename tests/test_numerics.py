@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import vlaworld
-from tests.tiny_checkpoint import libero_batch, tiny_config_json, write_tiny_checkpoint, write_tiny_vlm
+from tests.support.tiny_checkpoint import libero_batch, tiny_config_json, write_tiny_checkpoint, write_tiny_vlm
 from vlaworld.models.siglip import transformers_457_position_ids
 from vlaworld.config.numerics import DEFAULT_PROFILE, PROFILES, NumericsError, RuntimeDtypes, profile
 

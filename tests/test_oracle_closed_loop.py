@@ -14,10 +14,10 @@ import pytest
 import torch
 
 import vlaworld
-from tests import lerobot_layout as layout
+from tests.support import lerobot_layout as layout
 from tests.oracle import Request, oracle_threads, python_044, run, write_hf_cache
 from tests.oracle.cases import stats
-from tests.tiny_checkpoint import IMAGE, VLM_REPO, write_tiny_vlm
+from tests.support.tiny_checkpoint import IMAGE, VLM_REPO, write_tiny_vlm
 from vlaworld import envs
 
 pytestmark = [pytest.mark.slow, pytest.mark.libero, pytest.mark.oracle]

@@ -21,37 +21,32 @@ pytestmark = pytest.mark.oracle
 
 
 @pytest.fixture(scope="module")
-def hf_home(tmp_path_factory):
-    return C.write_vlms(tmp_path_factory.mktemp("hf"), tmp_path_factory.mktemp("vlms"), real=True)
+def tiny_044(oracle_hf_home, tmp_path_factory):
+    return C.references(python_044(), C.TINY_CASES, "tiny", oracle_hf_home, tmp_path_factory.mktemp("tiny044"))
 
 
 @pytest.fixture(scope="module")
-def tiny_044(hf_home, tmp_path_factory):
-    return C.references(python_044(), C.TINY_CASES, "tiny", hf_home, tmp_path_factory.mktemp("tiny044"))
-
-
-@pytest.fixture(scope="module")
-def real_044(hf_home, tmp_path_factory):
-    return C.references(python_044(), C.REAL_CASES, "real", hf_home, tmp_path_factory.mktemp("real044"))
+def real_044(oracle_hf_home, tmp_path_factory):
+    return C.references(python_044(), C.REAL_CASES, "real", oracle_hf_home, tmp_path_factory.mktemp("real044"))
 
 
 @pytest.mark.parametrize("case", list(C.TINY_CASES))
-def test_tiny_chunk_and_queue_equal_lerobot_044(tiny_044, hf_home, monkeypatch, case):
-    monkeypatch.setenv("HF_HOME", str(hf_home))
+def test_tiny_chunk_and_queue_equal_lerobot_044(tiny_044, oracle_hf_home, monkeypatch, case):
+    monkeypatch.setenv("HF_HOME", str(oracle_hf_home))
     C.check_against(tiny_044, case, "lerobot-0.4", atol=1e-5)  # observed: 0.0
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case", list(C.REAL_CASES))
-def test_real_size_chunk_and_queue_equal_lerobot_044(real_044, hf_home, monkeypatch, case):
-    monkeypatch.setenv("HF_HOME", str(hf_home))
+def test_real_size_chunk_and_queue_equal_lerobot_044(real_044, oracle_hf_home, monkeypatch, case):
+    monkeypatch.setenv("HF_HOME", str(oracle_hf_home))
     C.check_against(real_044, case, "lerobot-0.4", atol=1e-3)
 
 
-def test_fp32_vision_differs_between_profiles(tiny_044, hf_home, monkeypatch):
+def test_fp32_vision_differs_between_profiles(tiny_044, oracle_hf_home, monkeypatch):
     """The lerobot-0.6 profile (transformers 5 ids) does not reproduce LeRobot 0.4.4 on an fp32 vision tower:
     the ids matter, so the tests above fail if they regress."""
-    monkeypatch.setenv("HF_HOME", str(hf_home))
+    monkeypatch.setenv("HF_HOME", str(oracle_hf_home))
     ref = tiny_044["fp32"]
     policy = vlaworld.load_policy(ref["dir"], numerics="lerobot-0.6")
     chunk = policy.predict_chunk(tiny_044["batch"], noise=tiny_044["noise"]["chunk"])

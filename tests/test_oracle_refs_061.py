@@ -50,11 +50,6 @@ def recorded(kind: str, cases: dict, root: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def hf_home(tmp_path_factory):
-    return C.write_vlms(tmp_path_factory.mktemp("hf"), tmp_path_factory.mktemp("vlms"), real=True)
-
-
-@pytest.fixture(scope="module")
 def tiny_061(tmp_path_factory):
     return recorded("tiny", C.TINY_CASES, tmp_path_factory.mktemp("tiny061"))
 
@@ -67,13 +62,13 @@ def test_references_were_made_by_lerobot_061():
 
 
 @pytest.mark.parametrize("case", list(C.TINY_CASES))
-def test_tiny_chunk_and_queue_equal_lerobot_061(tiny_061, hf_home, monkeypatch, case):
-    monkeypatch.setenv("HF_HOME", str(hf_home))
+def test_tiny_chunk_and_queue_equal_lerobot_061(tiny_061, oracle_hf_home, monkeypatch, case):
+    monkeypatch.setenv("HF_HOME", str(oracle_hf_home))
     C.check_against(tiny_061, case, "lerobot-0.6", atol=1e-5)
 
 
-def test_fp32_vision_under_the_other_profile_differs(tiny_061, hf_home, monkeypatch):
-    monkeypatch.setenv("HF_HOME", str(hf_home))
+def test_fp32_vision_under_the_other_profile_differs(tiny_061, oracle_hf_home, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(oracle_hf_home))
     policy = vlaworld.load_policy(tiny_061["fp32"]["dir"], numerics="lerobot-0.4")
     chunk = policy.predict_chunk(tiny_061["batch"], noise=tiny_061["noise"]["chunk"])
     assert (chunk - tiny_061["fp32"]["out"]["chunk"]).abs().max() > 1e-3
@@ -81,8 +76,8 @@ def test_fp32_vision_under_the_other_profile_differs(tiny_061, hf_home, monkeypa
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case", list(C.REAL_CASES))
-def test_real_size_chunk_and_queue_equal_lerobot_061(hf_home, monkeypatch, tmp_path, case):
-    monkeypatch.setenv("HF_HOME", str(hf_home))
+def test_real_size_chunk_and_queue_equal_lerobot_061(oracle_hf_home, monkeypatch, tmp_path, case):
+    monkeypatch.setenv("HF_HOME", str(oracle_hf_home))
     C.check_against(recorded("real", {case: C.REAL_CASES[case]}, tmp_path), case, "lerobot-0.6", atol=1e-3)
 
 

@@ -13,7 +13,7 @@ import torch
 import vlaworld
 from tests.oracle import Request, oracle_threads, python_044, run, write_hf_cache
 from tests.oracle.cases import oracle_tensors
-from tests.tiny_checkpoint import VLM_REPO, libero_batch, write_tiny_vlm, write_tiny_world_checkpoint
+from tests.support.tiny_checkpoint import VLM_REPO, libero_batch, write_tiny_vlm, write_tiny_world_checkpoint
 
 pytestmark = pytest.mark.oracle
 transformers = pytest.importorskip("transformers")

@@ -6,28 +6,22 @@ import torch
 import torch.nn.functional as F
 
 import vlaworld
-from tests.tiny_checkpoint import libero_batch, write_tiny_checkpoint, write_tiny_vlm
+from tests.support.tiny_checkpoint import libero_batch
 from vlaworld.checkpoint.processors import read_processors
 from vlaworld.models.flow_matching import PrefixInputs
 from vlaworld.processing.tokenizer import TaskTokenizer, TokenizerSettings
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory):
-    root = tmp_path_factory.mktemp("policy")
-    return write_tiny_vlm(root / "vlm"), write_tiny_checkpoint(root / "pretrained_model")
+def policy(tiny_smolvla):
+    return vlaworld.load_policy(tiny_smolvla.ckpt, vlm=tiny_smolvla.vlm)
 
 
-@pytest.fixture(scope="module")
-def policy(files):
-    return vlaworld.load_policy(files[1], vlm=files[0])
-
-
-def test_predict_chunk_equals_lerobot_pipeline_written_out(files, policy):
+def test_predict_chunk_equals_lerobot_pipeline_written_out(tiny_smolvla, policy):
     """Processing written out independently (transformers tokenizer, LeRobot formulas) gives the same chunk."""
     from transformers import AutoTokenizer
 
-    vlm, ckpt = files
+    vlm, ckpt = tiny_smolvla
     batch = libero_batch()
     noise = torch.randn(2, 6, 10)
     got = policy.predict_chunk(batch, noise=noise)
@@ -57,10 +51,10 @@ def test_predict_chunk_equals_lerobot_pipeline_written_out(files, policy):
 
 @pytest.mark.parametrize("padding", ["longest", "max_length"])
 @pytest.mark.parametrize("max_length", [4, 8, 20])
-def test_tokenizer_matches_transformers(files, padding, max_length):
+def test_tokenizer_matches_transformers(tiny_smolvla, padding, max_length):
     from transformers import AutoTokenizer
 
-    vlm = files[0]
+    vlm = tiny_smolvla.vlm
     tasks = ["pick up the black bowl next to the ramekin and place it on the plate", "open the top drawer", "put"]
     ours = TaskTokenizer(vlm, TokenizerSettings(max_length=max_length, padding=padding))
     ids, mask = ours(tasks)
@@ -97,24 +91,24 @@ def test_act_hands_out_n_action_steps_then_recomputes_at_the_boundary(policy):
     policy.reset()
 
 
-def test_n_action_steps_override_is_recorded(files):
-    p = vlaworld.load_policy(files[1], vlm=files[0], n_action_steps=1)
+def test_n_action_steps_override_is_recorded(tiny_smolvla):
+    p = vlaworld.load_policy(tiny_smolvla.ckpt, vlm=tiny_smolvla.vlm, n_action_steps=1)
     assert p.config.n_action_steps == 1
     with pytest.raises(ValueError, match="n_action_steps"):
-        vlaworld.load_policy(files[1], vlm=files[0], n_action_steps=7)
+        vlaworld.load_policy(tiny_smolvla.ckpt, vlm=tiny_smolvla.vlm, n_action_steps=7)
 
 
-def test_dtype_override_casts_the_whole_model(files, policy):
+def test_dtype_override_casts_the_whole_model(tiny_smolvla, policy):
     # This checkpoint runs in float32 as LeRobot builds it (load_vlm_weights=false): forcing float32 changes
     # nothing, forcing bfloat16 casts every part, the fp32 projections included.
     batch, noise = libero_batch(), torch.randn(2, 6, 10)
-    p32 = vlaworld.load_policy(files[1], vlm=files[0], dtype="float32")
+    p32 = vlaworld.load_policy(tiny_smolvla.ckpt, vlm=tiny_smolvla.vlm, dtype="float32")
     assert p32.config.dtype == "float32"
     assert torch.equal(p32.predict_chunk(batch, noise=noise), policy.predict_chunk(batch, noise=noise))
-    p16 = vlaworld.load_policy(files[1], vlm=files[0], dtype="bfloat16", numerics="lerobot-0.6")
+    p16 = vlaworld.load_policy(tiny_smolvla.ckpt, vlm=tiny_smolvla.vlm, dtype="bfloat16", numerics="lerobot-0.6")
     assert p16.config.dtype == "bfloat16" and set(p16.config.runtime_dtypes.values()) == {"bfloat16"}
     assert all(t.dtype == torch.bfloat16 for t in p16.model.state_dict().values())
-    exact_ids = vlaworld.load_policy(files[1], vlm=files[0], numerics="lerobot-0.6")  # same ids in fp32 and bf16
+    exact_ids = vlaworld.load_policy(tiny_smolvla.ckpt, vlm=tiny_smolvla.vlm, numerics="lerobot-0.6")  # same ids in fp32 and bf16
     diff = (p16.predict_chunk(batch, noise=noise) - exact_ids.predict_chunk(batch, noise=noise)).abs().max()
     assert 0 < diff < 0.5  # bf16 activations differ from fp32 ones, but only by rounding
 

@@ -233,10 +233,10 @@ def test_configs_are_frozen_keyword_only_and_validated():
     with pytest.raises(TypeError):
         P.ProphetConfig(16)  # type: ignore[misc]
     with pytest.raises(ValueError, match="divisible"):
-        W.WorldInjectConfig(width=10, n_heads=3)
+        W.WorldInjectConfig(width=10, memory_dim=12, n_heads=3)
     with pytest.raises(KeyError, match="Did you mean 'debug'"):
         P.config_from_name("debg")
-    cfg = P.ProphetConfig(latent_dim=32, hidden_dim=32, horizon=4, n_heads=4)
+    cfg = P.ProphetConfig(latent_dim=32, hidden_dim=32, horizon=4, n_layers=2, n_heads=4)
     assert (cfg.hidden_dim, cfg.horizon, cfg.ffn_dim) == (32, 4, 128)
     with pytest.raises(AttributeError):
         cfg.horizon = 2  # type: ignore[misc]

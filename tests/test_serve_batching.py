@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from tests.serve_support import count_calls, load_demo, max_abs, observation
+from tests.support.serve_support import count_calls, load_demo, max_abs, observation
 from vlaworld.serve import PolicyServer, ServeConfig
 from vlaworld.serve.client import PolicyClient
 from vlaworld.serve.engine import PolicyEngine, Row
@@ -23,7 +23,7 @@ ROUNDS = 3
 
 
 @pytest.fixture(scope="module")
-def demo():
+def demo_policy():
     return load_demo()
 
 
@@ -90,8 +90,8 @@ def test_single_row_calls_are_bit_identical_whatever_the_other_clients_do():
         np.testing.assert_array_equal(np.stack(a), np.stack(b))
 
 
-def test_a_stalled_or_vanished_client_does_not_hold_up_the_others(demo):
-    with PolicyServer(demo, ServeConfig(host="127.0.0.1", port=0, window_ms=50)) as srv:
+def test_a_stalled_or_vanished_client_does_not_hold_up_the_others(demo_policy):
+    with PolicyServer(demo_policy, ServeConfig(host="127.0.0.1", port=0, window_ms=50)) as srv:
         # Stalled: a client that connected and sent half of a frame, then nothing.
         stalled = PolicyClient(srv.url)
         stalled._ws.socket.sendall(b"\x82\xfe\x10\x00" + b"\x00" * 4 + b"\x00" * 100)  # 4096-byte frame, 100 sent
@@ -125,8 +125,8 @@ class FaultyPolicy:
         return self.policy.predict_chunk(batch, noise=noise, memory=memory, generators=generators)
 
 
-def test_a_failing_row_gets_the_error_and_its_batch_neighbours_their_chunks(demo):
-    engine = PolicyEngine(FaultyPolicy(demo))
+def test_a_failing_row_gets_the_error_and_its_batch_neighbours_their_chunks(demo_policy):
+    engine = PolicyEngine(FaultyPolicy(demo_policy))
     spec = observation_spec(engine.policy)
     sessions = [Session(id=i, frames_needed=spec.world_frames) for i in range(3)]
     texts = ["fine", "poison", "fine too"]
@@ -137,13 +137,13 @@ def test_a_failing_row_gets_the_error_and_its_batch_neighbours_their_chunks(demo
     assert [s.chunks for s in sessions] == [1, 0, 1]  # the failed request left its session as it was
     assert engine.stats.policy_calls == 2 and engine.stats.failed_calls == 2  # the batch, then row 1 alone
     for i in (0, 2):  # each neighbour's chunk is what it gets alone, from a fresh session with its id
-        solo = PolicyEngine(demo).run([Row(session=Session(id=i, frames_needed=spec.world_frames), request=rows[i].request,
+        solo = PolicyEngine(demo_policy).run([Row(session=Session(id=i, frames_needed=spec.world_frames), request=rows[i].request,
                               received=0.0)])[0]
         np.testing.assert_array_equal(results[i].actions, solo.actions)
         assert results[i].batch_size == 1  # recomputed alone after the batch failed
     # The failed session's generator was rolled back: its next request draws the first chunk's noise.
     again = engine.run([Row(session=sessions[1], request=parse_request(observation(1), spec), received=0.0)])[0]
-    fresh = PolicyEngine(demo).run([Row(session=Session(id=1, frames_needed=spec.world_frames),
+    fresh = PolicyEngine(demo_policy).run([Row(session=Session(id=1, frames_needed=spec.world_frames),
                                               request=parse_request(observation(1), spec), received=0.0)])[0]
     np.testing.assert_array_equal(again.actions, fresh.actions)
 
@@ -169,19 +169,19 @@ def test_memory_modes_are_served_from_the_session_generator(memory):
     np.testing.assert_array_equal(np.stack([r.actions for r in served]), local.numpy())
 
 
-def test_compiled_policies_get_power_of_two_batches_and_padding_rows_are_dropped(demo):
+def test_compiled_policies_get_power_of_two_batches_and_padding_rows_are_dropped(demo_policy):
     from vlaworld.serve.engine import padded_size
 
     assert [padded_size(n, True) for n in (1, 2, 3, 5, 16, 17)] == [1, 2, 4, 8, 16, 32]
     assert padded_size(3, False) == 3
-    spec = observation_spec(demo)
+    spec = observation_spec(demo_policy)
     rows = lambda: [Row(session=Session(id=50 + i, frames_needed=spec.world_frames),  # noqa: E731
                         request=parse_request(observation(i), spec), received=0.0) for i in range(3)]
-    plain = PolicyEngine(demo).run(rows())
-    padded_engine = PolicyEngine(demo)
+    plain = PolicyEngine(demo_policy).run(rows())
+    padded_engine = PolicyEngine(demo_policy)
     padded_engine.compiled = True  # as with compile=True, without minutes of compilation on this CPU
-    sizes = count_calls(demo)
+    sizes = count_calls(demo_policy)
     padded = padded_engine.run(rows())
-    del demo.predict_chunk  # the module's policy again without the counter
+    del demo_policy.predict_chunk  # the module's policy again without the counter
     assert sizes == [4] and [c.batch_size for c in padded] == [3, 3, 3]
     assert max_abs([c.actions for c in plain], [c.actions for c in padded]) < 1e-5

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import vlaworld
-from tests.serve_support import CAMERAS, Reference, load_demo, observation, require_openpi_client
+from tests.support.serve_support import CAMERAS, Reference, load_demo, observation, require_openpi_client
 from vlaworld.serve import PolicyServer, ServeConfig
 
 client_module = require_openpi_client()

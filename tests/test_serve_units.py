@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.serve_support import require_openpi_client
+from tests.support.serve_support import require_openpi_client
 from vlaworld.eval.episode import EpisodeId, episode_generator, noise_seed
 from vlaworld.serve.observation import ObservationError, ObservationSpec, parse_request
 from vlaworld.serve.session import Session, session_seed

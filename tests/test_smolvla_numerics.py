@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from tests.tiny_models import as_inputs, random_inputs, reference_and_ours, tiny_spec
+from tests.support.tiny_models import as_inputs, random_inputs, reference_and_ours, tiny_spec
 from vlaworld.models.expert import ExpertLayout
 from vlaworld.models.flow_matching import euler_times, make_att_2d_masks
 from vlaworld.models.smollm import TextConfig, TextModel, apply_rope

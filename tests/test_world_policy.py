@@ -10,8 +10,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import vlaworld
-from tests import lerobot_layout as layout
-from tests.tiny_checkpoint import (
+from tests.support import lerobot_layout as layout
+from tests.support.tiny_checkpoint import (
     libero_batch,
     tiny_config_json,
     write_tiny_vjepa,

@@ -1,6 +1,6 @@
-"""Which GPU fast path disagrees with eager: compile only, CUDA graphs only, or both (tiny checkpoint).
+"""Which GPU fast path disagrees with eager: compile only, CUDA graphs only, or both (the demo checkpoint).
 
-    PYTHONPATH=. python tools/bench_cuda_check.py
+    python tools/bench_cuda_check.py
 
 Prints one JSON line per (dtype, memory mode, compile, cuda_graphs): the max-abs difference of
 predict_chunk against the eager policy over three noise draws (the first call compiles/captures).
@@ -12,13 +12,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
-from pathlib import Path
 
+import numpy as np
 import torch
 
 import vlaworld
-from tests.tiny_checkpoint import libero_batch, write_tiny_vjepa, write_tiny_vlm, write_tiny_world_checkpoint
+from vlaworld.demo import CAMERAS, ensure_demo
+
+
+def libero_batch(bsz: int = 2, seed: int = 0) -> dict:
+    """Random LIBERO-shaped observations (256² cameras, 8-dim state) in the demo's feature names."""
+    rng = np.random.default_rng(seed)
+    batch: dict = {c: rng.integers(0, 256, (bsz, 256, 256, 3), dtype=np.uint8) for c in CAMERAS}
+    batch["observation.state"] = rng.standard_normal((bsz, 8)).astype(np.float32)
+    batch["task"] = ["pick up the black bowl and place it on the plate"] * bsz
+    return batch
 
 
 def keep_time_embeddings_alive() -> list:
@@ -44,8 +52,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.keep_times:
         keep_time_embeddings_alive()
-    root = Path(tempfile.mkdtemp(prefix="cudacheck-"))
-    vlm, vj, ckpt = write_tiny_vlm(root / "vlm"), write_tiny_vjepa(root / "vj"), write_tiny_world_checkpoint(root / "w")
+    demo = ensure_demo()
+    vlm, vj, ckpt = demo.vlm, demo.world_encoder, demo.ckpt
     batch = libero_batch()
     for dtype in ("float32", None):
         for memory in ("none", "pred"):
@@ -57,7 +65,8 @@ def main() -> None:
                 fast = vlaworld.load_policy(ckpt, compile=compile_, cuda_graphs=graphs, **common)
                 diffs = []
                 for seed in range(3):
-                    noise = torch.randn(2, 6, 10, generator=torch.Generator().manual_seed(seed))
+                    shape = (2, eager.config.chunk_size, eager.config.max_action_dim)
+                    noise = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
                     diffs.append((eager.predict_chunk(batch, noise=noise) - fast.predict_chunk(batch, noise=noise))
                                  .abs().max().item())
                 print(json.dumps({"dtype": dtype or "lerobot", "memory": memory, "compile": compile_,

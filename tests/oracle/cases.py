@@ -20,9 +20,9 @@ import torch
 
 import vlaworld
 
-from tests import lerobot_layout as layout
+from tests.support import lerobot_layout as layout
 from tests.oracle import Request, oracle_threads, run, write_hf_cache
-from tests.tiny_checkpoint import IMAGE, VLM_REPO, libero_batch, write_tiny_vlm
+from tests.support.tiny_checkpoint import IMAGE, VLM_REPO, libero_batch, write_tiny_vlm
 
 VLM_BF16_TEXT = "tiny-org/TinySmolVLM-bf16-text"
 VLM_REAL = "test-org/SmolVLM2-500M-random"  # SmolVLM2-500M-Video-Instruct's config.json, no real weights

@@ -14,13 +14,14 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-import vlaworld
 from vlaworld.demo import ensure_demo
+from vlaworld.load import load_policy
+from vlaworld.policy import Policy
 from vlaworld.config.world import MEMORY_MODES
 from vlaworld.world.memory import LATENT_MODES
 
 
-def simulated_observation(policy: vlaworld.Policy, bsz: int, rng: np.random.Generator) -> dict:
+def simulated_observation(policy: Policy, bsz: int, rng: np.random.Generator) -> dict:
     cfg = policy.config
     batch: dict = {}
     for key in cfg.image_features:
@@ -31,7 +32,7 @@ def simulated_observation(policy: vlaworld.Policy, bsz: int, rng: np.random.Gene
     return batch
 
 
-def clips_per_env_step(policy: vlaworld.Policy, steps: int, bsz: int, seed: int = 0) -> float:
+def clips_per_env_step(policy: Policy, steps: int, bsz: int, seed: int = 0) -> float:
     """Run ``steps`` act() calls on ``bsz`` simulated episodes; clips encoded per env step per episode."""
     rng = np.random.default_rng(seed)
     policy.reset()
@@ -58,7 +59,7 @@ def world_calls_table(
         for mode in modes:
             table[mode] = {}
             for n in n_action_steps:
-                policy = vlaworld.load_policy(paths.ckpt, vlm=paths.vlm, world_encoder=paths.world_encoder,
+                policy = load_policy(paths.ckpt, vlm=paths.vlm, world_encoder=paths.world_encoder,
                                               memory=mode, n_action_steps=n)
                 table[mode][str(n)] = clips_per_env_step(policy, chunks * n, bsz)
     finally:

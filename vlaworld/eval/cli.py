@@ -124,7 +124,7 @@ def build_policy(args: argparse.Namespace) -> tuple[ChunkPolicy, dict[str, Any],
 
     if args.policy_server:
         return _remote_policy(args)
-    import vlaworld
+    from vlaworld.load import load_policy
     from vlaworld.checkpoint import checkpoint_hash
     from vlaworld.eval.policies import NeuralChunkPolicy
 
@@ -136,7 +136,7 @@ def build_policy(args: argparse.Namespace) -> tuple[ChunkPolicy, dict[str, Any],
         paths = ensure_demo()
         ckpt, vlm, world = str(paths.ckpt), vlm or str(paths.vlm), world or str(paths.world_encoder)
     device = _device(args.device)
-    policy = vlaworld.load_policy(ckpt, device=device, dtype=args.dtype, memory=args.memory,
+    policy = load_policy(ckpt, device=device, dtype=args.dtype, memory=args.memory,
                                   n_action_steps=args.n_action_steps, compile=args.compile, vlm=vlm,
                                   world_encoder=world, stats=args.stats, cuda_graphs=args.cuda_graphs,
                                   numerics=args.numerics or DEFAULT_PROFILE,

@@ -30,13 +30,13 @@ from vlaworld.models.world_inject import PackedAttention
 
 @dataclass(frozen=True, kw_only=True)
 class ProphetConfig:
-    """The predictor; defaults are the LIBERO checkpoints' (V-JEPA 2 ViT-g latents, K = 8)."""
+    """The predictor; vlaworld.checkpoint.architecture builds it from a checkpoint's config."""
 
-    latent_dim: int = 1408  # D: ``world_latent_dim``
-    hidden_dim: int = 1408  # the plugin always passes hidden_dim = world_latent_dim
-    horizon: int = 8  # K: ``future_offset``
-    n_layers: int = 2  # ``prophet_layers``
-    n_heads: int = 8  # ``prophet_heads``
+    latent_dim: int  # D: ``world_latent_dim``
+    hidden_dim: int  # the plugin always passes hidden_dim = world_latent_dim
+    horizon: int  # K: ``future_offset``
+    n_layers: int  # ``prophet_layers``
+    n_heads: int  # ``prophet_heads``
     norm_eps: float = 1e-5  # nn.TransformerEncoderLayer's default layer_norm_eps
     ffn_dim: int = field(init=False, repr=False)  # dim_feedforward = 4 * hidden_dim in the plugin
     head_dim: int = field(init=False, repr=False)
@@ -53,7 +53,8 @@ class ProphetConfig:
 
 CONFIGS: dict[str, ProphetConfig] = {
     "debug": ProphetConfig(latent_dim=16, hidden_dim=16, horizon=3, n_layers=2, n_heads=2),
-    "vjepa2-vitg": ProphetConfig(),
+    # the LIBERO checkpoints: V-JEPA 2 ViT-g latents, K = 8 (tests/test_architecture.py)
+    "vjepa2-vitg": ProphetConfig(latent_dim=1408, hidden_dim=1408, horizon=8, n_layers=2, n_heads=8),
 }
 
 

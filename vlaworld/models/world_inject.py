@@ -91,11 +91,11 @@ class PackedAttention(nn.Module):
 
 @dataclass(frozen=True, kw_only=True)
 class WorldInjectConfig:
-    """The injection block; defaults are the LIBERO checkpoints' (SmolVLA expert width 960 x 0.75)."""
+    """The injection block; vlaworld.checkpoint.architecture builds it from a checkpoint's config."""
 
-    width: int = 720  # W: the expert's hidden size (``expert_hidden_size``)
-    memory_dim: int = 1408  # D: ``world_latent_dim`` (V-JEPA 2 ViT-g)
-    n_heads: int = 8  # ``world_inject_num_heads``
+    width: int  # W: the expert's hidden size (``expert_hidden_size``)
+    memory_dim: int  # D: ``world_latent_dim``
+    n_heads: int  # ``world_inject_num_heads``
     gate_init: float = 0.0  # ``world_gate_init``: tanh(gate) starts at 0 ("do no harm")
     head_dim: int = field(init=False, repr=False)
 
@@ -112,7 +112,8 @@ class WorldInjectConfig:
 
 CONFIGS: dict[str, WorldInjectConfig] = {
     "debug": WorldInjectConfig(width=16, memory_dim=12, n_heads=2),
-    "smolvla-libero": WorldInjectConfig(),
+    # the LIBERO checkpoints: SmolVLA expert width 960 x 0.75, V-JEPA 2 ViT-g latents (tests/test_architecture.py)
+    "smolvla-libero": WorldInjectConfig(width=720, memory_dim=1408, n_heads=8),
 }
 
 

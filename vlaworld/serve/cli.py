@@ -63,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     import torch
 
-    import vlaworld
+    from vlaworld.load import load_policy
     from vlaworld.serve.config import ServeConfig
     from vlaworld.serve.server import PolicyServer
 
@@ -77,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ckpt, vlm, world, kind = str(paths.ckpt), vlm or str(paths.vlm), world or str(paths.world_encoder), "demo"
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     config = ServeConfig(host=args.host, port=args.port, window_ms=args.window_ms, max_batch=args.max_batch)
-    policy = vlaworld.load_policy(ckpt, device=device, dtype=args.dtype, memory=args.memory,
+    policy = load_policy(ckpt, device=device, dtype=args.dtype, memory=args.memory,
                                   numerics=args.numerics, n_action_steps=args.n_action_steps,
                                   compile=args.compile, vlm=vlm, world_encoder=world, stats=args.stats,
                                   world_preprocess=args.world_preprocess, cuda_graphs=args.cuda_graphs)

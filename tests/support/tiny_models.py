@@ -103,7 +103,7 @@ def hf_config():
 
 def reference_and_ours(seed: int = 0, **overrides):
     """A transformers-based reference with random weights and our model loaded from its state dict."""
-    from tests.reference_smolvla import ReferenceSmolVLA
+    from tests.support.reference_smolvla import ReferenceSmolVLA
 
     spec = tiny_spec(**overrides)
     p = spec.policy

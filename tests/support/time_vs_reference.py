@@ -1,8 +1,8 @@
 """Chunk latency of vlaworld against LeRobot's computation, in one process, at real SmolVLA size.
 
-    PYTHONPATH=. python tools/time_vs_reference.py --batch 1 4 --repeats 3
+    python -m tests.support.time_vs_reference --batch 1 4 --repeats 3
 
-The reference is tests/reference_smolvla.py: LeRobot 0.4.4's SmolVLA computation on transformers'
+The reference is tests/support/reference_smolvla.py: LeRobot 0.4.4's SmolVLA computation on transformers'
 modules (dict KV cache grown by concatenation, cross-attention K/V re-projected at every denoising
 step, cameras embedded one by one), the statement our parity tests check against. Both models get
 the same random weights (ours loaded from the reference's LeRobot state dict) and the same inputs
@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from tests.reference_smolvla import ReferenceSmolVLA
+from tests.support.reference_smolvla import ReferenceSmolVLA
 from vlaworld.bench.stack import REAL_VLM_JSON, bench_config
 from vlaworld.checkpoint.strict import load_strict
 from vlaworld.models.flow_matching import PrefixInputs

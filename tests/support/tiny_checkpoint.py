@@ -1,20 +1,21 @@
 """Tiny checkpoints on disk in LeRobot's exact layout, plus a tiny SmolVLM directory (config + tokenizer).
 
 The weights are random, stored with LeRobot's dtype mix (bf16 VLM and expert; fp32 projections and
-cross-attention k/v), and the non-weight files come from ``tests/lerobot_layout.py``.
+cross-attention k/v), and the non-weight files come from ``tests/support/lerobot_layout.py``.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from safetensors.torch import save_file
 from tokenizers import Tokenizer, models, pre_tokenizers
 
-from tests import lerobot_layout as layout
-from tests.tiny_models import IMAGE, TINY_VLM_JSON
+from tests.support import lerobot_layout as layout
+from tests.support.tiny_models import IMAGE, TINY_VLM_JSON
 from vlaworld.checkpoint.architecture import architecture
 from vlaworld.config import PolicyConfig
 from vlaworld.models.smolvla import VLMConfig
@@ -155,3 +156,23 @@ def write_tiny_world_checkpoint(directory: Path, *, seed: int = 0, gate: float =
     state |= {k: v.float().contiguous() for k, v in model.state_dict().items() if "world_inject" in k or "prophet" in k}
     save_file(state, directory / "model.safetensors", metadata={"format": "pt"})
     return directory
+
+
+class TinyFiles(NamedTuple):
+    vlm: Path
+    ckpt: Path
+
+
+class TinyWorldFiles(NamedTuple):
+    vlm: Path
+    vjepa: Path
+    ckpt: Path
+
+
+def write_tiny_files(root: Path) -> TinyFiles:
+    return TinyFiles(write_tiny_vlm(root / "vlm"), write_tiny_checkpoint(root / "pretrained_model"))
+
+
+def write_tiny_world_files(root: Path) -> TinyWorldFiles:
+    return TinyWorldFiles(write_tiny_vlm(root / "vlm"), write_tiny_vjepa(root / "vjepa"),
+                          write_tiny_world_checkpoint(root / "pretrained_model"))

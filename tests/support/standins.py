@@ -10,7 +10,7 @@ exit at a given step, a given number of times across processes) exercise the wor
 StandinPolicy: actions from the state plus each episode's own generator noise, so outcomes depend
 on the noise and a batching or seeding bug shows up as a changed result.
 
-``python -m tests.standins OUT ...`` runs the evaluator on them (the kill test's subprocess).
+``python -m tests.support.standins OUT ...`` runs the evaluator on them (the kill test's subprocess).
 """
 
 from __future__ import annotations
