@@ -10,12 +10,13 @@ from safetensors.torch import load_file, save_file
 import vlaworld
 from tests.support import lerobot_layout as layout
 from tests.support.tiny_checkpoint import VLM_REPO, libero_batch, tiny_config_json, write_tiny_checkpoint
-from tests.support.tiny_models import TINY_VLM_JSON
+
 from vlaworld.checkpoint.architecture import architecture
 from vlaworld.config import ConfigError, PolicyConfig
 from vlaworld.checkpoint.hub import ModelFilesNotFound
 from vlaworld.models.smolvla import VLMConfig
 from vlaworld.checkpoint.files import CheckpointError
+from vlaworld import debug
 
 
 def copy_ckpt(tiny_smolvla, tmp_path):
@@ -193,5 +194,5 @@ def test_real_size_model_has_lerobots_parameter_count():
 def test_tiny_vlm_config_json_is_a_real_smolvlm_config():
     from transformers import SmolVLMConfig
 
-    hf = SmolVLMConfig(**TINY_VLM_JSON)
+    hf = SmolVLMConfig(**debug.VLM_JSON)
     assert VLMConfig.from_hf(hf.to_dict()).text.head_dim == 16

@@ -24,4 +24,4 @@ def test_demo_is_deterministic_and_runs_the_whole_neural_path(tmp_path):
     }
     action = policy.act(batch)
     assert action.shape == (1, 7) and np.isfinite(action).all()
-    assert policy.world_encoder_calls == 4  # T latents for the first chunk
+    assert policy.world_encoder_calls == policy.config.world.context_frames  # T latents for the first chunk

@@ -136,14 +136,14 @@ def test_cli_records_the_flag_refuses_to_mix_and_refuses_where_it_cannot_apply(t
     from vlaworld.eval.cli import main
 
     monkeypatch.setattr(vlaworld.envs, "make", StandinFactory(textured=True))
-    argv = ["--ckpt", "demo", "--tasks", "0", "--episodes", "1", "--max-steps", "5", "--n-envs", "1", "--device", "cpu",
+    argv = ["--ckpt", "demo", "--tasks", "0", "--episodes", "1", "--max-steps", "3", "--n-envs", "1", "--device", "cpu",
             "--out", str(tmp_path / "run"), "--no-progress"]
     assert main([*argv, "--diagnostics"]) == 0
     assert json.loads((tmp_path / "run" / "run.json").read_text())["config"]["diagnostics"] is True
     line = json.loads((tmp_path / "run" / "episodes.jsonl").read_text().splitlines()[0])
-    assert set(line["diagnostics"]) == FIELDS  # one chunk (n_action_steps 10), 5 steps: horizons 1-5 reached
-    assert line["diagnostics"]["prophet_pairs_per_k"] == [1, 1, 1, 1, 1, 0, 0, 0]
-    assert line["diagnostics"]["prophet_cosine_per_k"][5:] == [None, None, None]
+    assert set(line["diagnostics"]) == FIELDS  # one chunk (n_action_steps 10), 3 steps: horizons 1-3 of K=4 reached
+    assert line["diagnostics"]["prophet_pairs_per_k"] == [1, 1, 1, 0]
+    assert line["diagnostics"]["prophet_cosine_per_k"][3:] == [None]
     assert main(argv) == 2  # resuming without the flag would mix records with and without diagnostics
     assert "diagnostics: true -> (absent)" in capsys.readouterr().err
     assert main(["--policy", "scripted", "--diagnostics", "--out", str(tmp_path / "s")]) == 2

@@ -14,9 +14,10 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from tests.support.tiny_checkpoint import write_tiny_checkpoint, write_tiny_vlm
+from tests.support.tiny_checkpoint import write_tiny_checkpoint
 from vlaworld.eval.cli import main
 from vlaworld.eval.results import read_episodes
+from vlaworld import debug
 
 pytestmark = pytest.mark.libero
 
@@ -52,7 +53,7 @@ def test_outcomes_do_not_depend_on_worker_count(tmp_path: Path) -> None:
 
 def test_tiny_checkpoint_full_path_and_resume(tmp_path: Path, capsys) -> None:
     ckpt = write_tiny_checkpoint(tmp_path / "ckpt")
-    vlm = write_tiny_vlm(tmp_path / "vlm")
+    vlm = debug.write_vlm(tmp_path / "vlm")
     out = tmp_path / "tiny"
     argv = ["--ckpt", str(ckpt), "--vlm", str(vlm), "--tasks", "0,1", "--episodes", "1", "--n-envs", "2",
             "--max-steps", "5", "--n-action-steps", "2", "--device", "cpu", "--out", str(out)]
@@ -96,7 +97,7 @@ def test_nan_weights_are_a_policy_error_never_stepped(tmp_path: Path, monkeypatc
     tensors = load_file(ckpt / "model.safetensors")
     tensors["model.action_out_proj.bias"] = torch.full_like(tensors["model.action_out_proj.bias"], float("nan"))
     save_file(tensors, ckpt / "model.safetensors")
-    vlm = write_tiny_vlm(tmp_path / "vlm")
+    vlm = debug.write_vlm(tmp_path / "vlm")
     work = tmp_path / "cwd"
     work.mkdir()
     monkeypatch.chdir(work)

@@ -2,7 +2,7 @@
 back through a cycle (read statically from the source, so nothing is executed).
 
 Layers, bottom first: ``errors``; ``config`` (torch-free), ``models`` and ``envs`` (each importing only
-itself and ``errors``); ``checkpoint``; ``processing``; ``world``; ``policy``; ``load``; ``demo``;
+itself and ``errors``); ``checkpoint``; ``processing``; ``world``; ``policy``; ``load``; ``debug``; ``demo``;
 ``serve``; ``eval``; ``bench``; the ``vlaworld`` facade on top.
 """
 
@@ -24,6 +24,7 @@ LAYERS = [
     ("world",),
     ("policy",),
     ("load",),
+    ("debug",),
     ("demo",),
     ("serve",),
     ("eval",),

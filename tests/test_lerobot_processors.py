@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-import lerobot_layout as layout
+from tests.support import lerobot_layout as layout
 from vlaworld.checkpoint import normalization as norm
 from vlaworld.checkpoint import processors as lp
 from vlaworld.checkpoint.files import CheckpointError

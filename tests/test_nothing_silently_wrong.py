@@ -17,12 +17,13 @@ import pytest
 from safetensors.torch import load_file
 
 from tests.support.standins import StandinFactory, StandinPolicy, raw_keys, run_standin
-from tests.support.tiny_checkpoint import write_tiny_checkpoint, write_tiny_vlm
+from tests.support.tiny_checkpoint import write_tiny_checkpoint
 from vlaworld.eval import results
 from vlaworld.eval.cli import main
 from vlaworld.eval.lock import LOCK_FILE, RunDirLocked, run_dir_lock
 from vlaworld.eval.results import POLICY_ERROR, ResultsFormatError, read_episodes
 from vlaworld.eval.summary import summarize
+from vlaworld import debug
 
 TASKS = (0, 1)
 
@@ -110,7 +111,7 @@ def test_out_must_be_a_directory_and_cuda_must_exist(tmp_path, capsys):
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny")
-    return write_tiny_vlm(root / "vlm"), write_tiny_checkpoint(root / "ckpt")
+    return debug.write_vlm(root / "vlm"), write_tiny_checkpoint(root / "ckpt")
 
 
 def run_tiny(ckpt: Path, vlm: Path, out: Path) -> int:

@@ -12,9 +12,10 @@ import pytest
 import torch
 
 import vlaworld
-from tests.support.tiny_checkpoint import libero_batch, tiny_config_json, write_tiny_checkpoint, write_tiny_vlm
+from tests.support.tiny_checkpoint import libero_batch, tiny_config_json, write_tiny_checkpoint
 from vlaworld.models.siglip import transformers_457_position_ids
 from vlaworld.config.numerics import DEFAULT_PROFILE, PROFILES, NumericsError, RuntimeDtypes, profile
+from vlaworld import debug
 
 
 def test_profiles_and_default():
@@ -47,9 +48,9 @@ def test_transformers_457_position_ids():
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     root = tmp_path_factory.mktemp("numerics")
-    vlm = write_tiny_vlm(root / "vlm")
+    vlm = debug.write_vlm(root / "vlm")
     fp32 = write_tiny_checkpoint(root / "fp32")  # load_vlm_weights false: everything float32
-    bf16 = write_tiny_checkpoint(root / "bf16", config=tiny_config_json(load_vlm_weights=True))
+    bf16 = write_tiny_checkpoint(root / "bf16", config=tiny_config_json(load_vlm_weights_seed=1))
     return vlm, fp32, bf16
 
 

@@ -17,17 +17,18 @@ import vlaworld
 from tests.support import lerobot_layout as layout
 from tests.oracle import Request, oracle_threads, python_044, run, write_hf_cache
 from tests.oracle.cases import stats
-from tests.support.tiny_checkpoint import IMAGE, VLM_REPO, write_tiny_vlm
+from tests.support.tiny_checkpoint import VLM_REPO
 from vlaworld import envs
+from tests.support.tiny_models import TEST_SCHEDULE
+from vlaworld import debug
 
 pytestmark = [pytest.mark.slow, pytest.mark.libero, pytest.mark.oracle]
 
 SUITE, TASKS, EPISODES, STEPS, NOISE_SEED = "libero_spatial", (0, 1), 2, 30, 100
 INPUTS, OUTPUTS = layout.features()  # LIBERO's two 256² cameras, state 8, action 7
-CONFIG = dict(
-    chunk_size=6, n_action_steps=3, max_state_dim=12, max_action_dim=10, resize_imgs_with_padding=[IMAGE, IMAGE],
-    tokenizer_max_length=8, num_steps=4, num_vlm_layers=4, vlm_model_name=VLM_REPO, device="cpu",
-    input_features=INPUTS, output_features=OUTPUTS, load_vlm_weights=False,  # fp32: transformers 4.57's shifted ids
+CONFIG = dict(  # the debug size with the tests' schedule; fp32 (transformers 4.57's shifted ids)
+    **TEST_SCHEDULE, **debug.POLICY_FIELDS, vlm_model_name=VLM_REPO, device="cpu",
+    input_features=INPUTS, output_features=OUTPUTS, load_vlm_weights=False,
 )
 
 
@@ -61,7 +62,7 @@ def replay(ckpt, task_id: int) -> dict[str, np.ndarray]:
 def lerobot_rollouts(tmp_path_factory):
     python = python_044()
     hf = tmp_path_factory.mktemp("hf")
-    write_hf_cache(hf, VLM_REPO, write_tiny_vlm(tmp_path_factory.mktemp("vlm") / "vlm"))
+    write_hf_cache(hf, VLM_REPO, debug.write_vlm(tmp_path_factory.mktemp("vlm") / "vlm"))
     ckpt = tmp_path_factory.mktemp("ckpt") / "pretrained_model"
     save = Request("save_policy", {"dir": str(ckpt), "config": CONFIG, "seed": 21, "stats": stats()})
     rollouts = [Request("rollout", {"dir": str(ckpt), "suite": SUITE, "task_id": t, "n_envs": EPISODES,

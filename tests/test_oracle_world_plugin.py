@@ -13,7 +13,8 @@ import torch
 import vlaworld
 from tests.oracle import Request, oracle_threads, python_044, run, write_hf_cache
 from tests.oracle.cases import oracle_tensors
-from tests.support.tiny_checkpoint import VLM_REPO, libero_batch, write_tiny_vlm, write_tiny_world_checkpoint
+from tests.support.tiny_checkpoint import VLM_REPO, libero_batch, write_tiny_world_checkpoint
+from vlaworld import debug
 
 pytestmark = pytest.mark.oracle
 transformers = pytest.importorskip("transformers")
@@ -40,7 +41,7 @@ def write_hf_vjepa(directory):
 def plugin(tmp_path_factory):
     root = tmp_path_factory.mktemp("plugin")
     hf = root / "hf"
-    write_hf_cache(hf, VLM_REPO, write_tiny_vlm(root / "vlm"))
+    write_hf_cache(hf, VLM_REPO, debug.write_vlm(root / "vlm"))
     vjepa = write_hf_vjepa(root / "vjepa")
     ckpt = write_tiny_world_checkpoint(root / "ckpt", gate=0.5)
     batch = libero_batch(bsz=2, seed=4)

@@ -164,7 +164,7 @@ def test_memory_modes_are_served_from_the_session_generator(memory):
     generators = [torch.Generator().manual_seed(7 + i) for i in range(2)]
     batch = {k: np.stack([observation(i)[k] for i in range(2)]) for k in observation(0) if k != "task"}
     batch["task"] = [observation(0)["task"]] * 2
-    noise = chunk_noise(generators, 50, 32)
+    noise = chunk_noise(generators, policy.config.chunk_size, policy.config.max_action_dim)
     local = policy.predict_chunk(batch, noise=noise, generators=generators if memory == "random" else None)
     np.testing.assert_array_equal(np.stack([r.actions for r in served]), local.numpy())
 

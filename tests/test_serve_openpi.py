@@ -38,10 +38,11 @@ def connect(server) -> "client_module.WebsocketClientPolicy":
 def test_metadata_comes_first_and_describes_the_policy(server):
     meta = connect(server).get_server_metadata()
     assert meta["server"] == "vlaworld"
-    assert (meta["action_dim"], meta["chunk_size"], meta["n_action_steps"], meta["max_action_dim"]) == (7, 50, 10, 32)
+    assert (meta["action_dim"], meta["chunk_size"], meta["n_action_steps"], meta["max_action_dim"]) == (7, 50, 10, 10)
     assert meta["features"]["images"] == list(CAMERAS)
     assert meta["features"]["state"] == "observation.state" and meta["features"]["state_dim"] == 8
-    assert meta["features"]["world_frames_needed"] == 7 and meta["features"]["world_camera"] == CAMERAS[0]
+    assert meta["features"]["world_frames_needed"] == 4  # m 2 + T 3 - 1
+    assert meta["features"]["world_camera"] == CAMERAS[0]
     assert meta["policy"]["policy"] == "demo" and meta["policy"]["memory"] == "pred"
     assert meta["config"]["chunk_size"] == 50 and meta["config"]["type"] == "smolvla_world"
     assert len(meta["checkpoint_sha256"]) == 64
@@ -66,11 +67,11 @@ def test_actions_equal_the_in_process_policy_for_the_same_inputs_and_seed(server
 def test_explicit_world_frames_replace_the_session_history(server, reference_policy):
     client = connect(server)
     rng = np.random.default_rng(5)
-    frames = rng.integers(0, 256, (7, 32, 32, 3), dtype=np.uint8)
+    frames = rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
     reply = client.infer({**observation(3), "observation.world_frames": frames, "reset": True, "session_id": 9})
     batch = {k: np.asarray(v)[None] for k, v in observation(3).items() if k != "task"}
     batch |= {"task": [observation(3)["task"]], "observation.world_frames": frames[None]}
-    noise = torch.randn((50, 32), generator=torch.Generator().manual_seed(9))[None]
+    noise = torch.randn((50, 10), generator=torch.Generator().manual_seed(9))[None]  # chunk, max_action_dim
     np.testing.assert_array_equal(reply["actions"], reference_policy.predict_chunk(batch, noise=noise)[0].numpy())
 
 
@@ -102,7 +103,7 @@ BAD_REQUESTS = [
     (lambda o: {**o, "observation.images.wrist": o[CAMERAS[0]]}, "unknown observation names"),
     (lambda o: {**o, "observation.state": np.full(8, np.nan, np.float32)}, "non-finite"),
     (lambda o: {**o, "session_id": 99}, "send it with 'reset': true"),
-    (lambda o: {**o, "observation.world_frames": np.zeros((3, 32, 32, 3), np.uint8)}, "last 7 frames"),
+    (lambda o: {**o, "observation.world_frames": np.zeros((3, 32, 32, 3), np.uint8)}, "last 4 frames"),
 ]
 
 

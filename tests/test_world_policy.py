@@ -14,13 +14,12 @@ from tests.support import lerobot_layout as layout
 from tests.support.tiny_checkpoint import (
     libero_batch,
     tiny_config_json,
-    write_tiny_vjepa,
-    write_tiny_vlm,
     write_tiny_world_checkpoint,
 )
 from vlaworld.config import ConfigError
 from vlaworld.checkpoint.files import CheckpointError
 from vlaworld.world.memory import WindowMismatchError
+from vlaworld import debug
 
 M, T, K, D = 2, 3, 4, 24  # tiny geometry: latent_suffix m2, context_frames 3, future_offset 4
 
@@ -29,8 +28,8 @@ M, T, K, D = 2, 3, 4, 24  # tiny geometry: latent_suffix m2, context_frames 3, f
 def files(tmp_path_factory):
     root = tmp_path_factory.mktemp("world")
     return {
-        "vlm": write_tiny_vlm(root / "vlm"),
-        "vjepa": write_tiny_vjepa(root / "vjepa"),
+        "vlm": debug.write_vlm(root / "vlm"),
+        "vjepa": debug.write_vjepa(root / "vjepa", seed=0),
         "open": write_tiny_world_checkpoint(root / "open", gate=0.5),
         "closed": write_tiny_world_checkpoint(root / "closed", gate=0.0),
         "chunk10": write_tiny_world_checkpoint(root / "chunk10", chunk_size=10),

@@ -22,16 +22,17 @@ import vlaworld
 
 from tests.support import lerobot_layout as layout
 from tests.oracle import Request, oracle_threads, run, write_hf_cache
-from tests.support.tiny_checkpoint import IMAGE, VLM_REPO, libero_batch, write_tiny_vlm
+from tests.support.tiny_checkpoint import VLM_REPO, libero_batch
+from tests.support.tiny_models import TEST_SCHEDULE
+from vlaworld import debug
 
 VLM_BF16_TEXT = "tiny-org/TinySmolVLM-bf16-text"
 VLM_REAL = "test-org/SmolVLM2-500M-random"  # SmolVLM2-500M-Video-Instruct's config.json, no real weights
 WEIGHT_SEED = 7
 
 _TINY_IN, _TINY_OUT = layout.features(image_shape=(3, 16, 16))
-TINY = dict(
-    chunk_size=6, n_action_steps=3, max_state_dim=12, max_action_dim=10, resize_imgs_with_padding=[IMAGE, IMAGE],
-    tokenizer_max_length=8, num_steps=4, num_vlm_layers=4, vlm_model_name=VLM_REPO, device="cpu",
+TINY = dict(  # the debug size with the tests' schedule
+    **TEST_SCHEDULE, **debug.POLICY_FIELDS, vlm_model_name=VLM_REPO, device="cpu",
     input_features=_TINY_IN, output_features=_TINY_OUT,
 )
 _REAL_IN, _REAL_OUT = layout.features()
@@ -42,12 +43,12 @@ REAL = dict(
 )
 TINY_CASES = {
     "fp32": TINY | dict(load_vlm_weights=False),
-    "vlm-weights-bf16": TINY | dict(load_vlm_weights=True),
+    "vlm-weights-bf16": TINY | dict(load_vlm_weights_seed=1),
     "bf16-text-config": TINY | dict(load_vlm_weights=False, vlm_model_name=VLM_BF16_TEXT),
 }
 REAL_CASES = {
     "real-fp32": REAL | dict(load_vlm_weights=False),
-    "real-vlm-weights-bf16": REAL | dict(load_vlm_weights=True),
+    "real-vlm-weights-bf16": REAL | dict(load_vlm_weights_seed=1),
 }
 QUEUE_STEPS = {"tiny": 7, "real": 12}  # past the second chunk boundary (n_action_steps 3 / 10)
 
@@ -59,9 +60,9 @@ def stats() -> dict:
 
 def write_vlms(hf_home: Path, scratch: Path, real: bool = False) -> Path:
     """The VLM repos the cases name, in a Hugging Face cache under ``hf_home`` (offline lookups)."""
-    write_hf_cache(hf_home, VLM_REPO, write_tiny_vlm(scratch / "plain", weights=True))
+    write_hf_cache(hf_home, VLM_REPO, debug.write_vlm(scratch / "plain", weights_seed=1))
     write_hf_cache(hf_home, VLM_BF16_TEXT,
-                   write_tiny_vlm(scratch / "bf16", sub_config_dtypes={"text_config": "bfloat16"}))
+                   debug.write_vlm(scratch / "bf16", sub_config_dtypes={"text_config": "bfloat16"}))
     if real:
         write_hf_cache(hf_home, VLM_REAL, write_real_vlm(scratch / "real"))
     return hf_home
@@ -79,7 +80,7 @@ def write_real_vlm(directory: Path) -> Path:
 
     from vlaworld.bench.stack import REAL_VLM_JSON
 
-    write_tiny_vlm(directory)
+    debug.write_vlm(directory)
     (directory / "config.json").write_text(json.dumps(REAL_VLM_JSON, indent=2))
     save_file({"model.text_model.norm.weight": torch.ones(960)}, directory / "model.safetensors",
               metadata={"format": "pt"})

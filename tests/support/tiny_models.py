@@ -1,4 +1,5 @@
-"""Tiny SmolVLM/SmolVLA configurations shared by the tests (random weights, fixed seeds)."""
+"""The debug-size SmolVLM/SmolVLA (vlaworld.debug) as the tests build it: random weights, fixed seeds, and
+a short schedule (chunk 6, 3 actions per chunk, 4 denoising steps, 8-token prompts) that keeps them fast."""
 
 from __future__ import annotations
 
@@ -10,40 +11,11 @@ from vlaworld.checkpoint.architecture import architecture
 from vlaworld.checkpoint.strict import load_strict
 from vlaworld.config import Feature, PolicyConfig
 from vlaworld.models.flow_matching import PrefixInputs
+from vlaworld.debug import IMAGE, POLICY_FIELDS, VLM_JSON
 from vlaworld.models.smolvla import SmolVLAConfig, SmolVLAModel, VLMConfig
 
-IMAGE = 32  # tiny "512": the resize target and the vision tower's image size
-
-TINY_VLM_JSON = {
-    "model_type": "smolvlm",
-    "scale_factor": 2,
-    "tie_word_embeddings": False,
-    "image_token_id": 90,
-    "vision_config": {
-        "model_type": "smolvlm_vision",
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "patch_size": 8,
-        "image_size": IMAGE,
-    },
-    "text_config": {
-        "model_type": "llama",
-        "hidden_size": 64,
-        "intermediate_size": 96,
-        "num_hidden_layers": 6,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "head_dim": 16,
-        "rms_norm_eps": 1e-5,
-        "vocab_size": 128,
-        "hidden_act": "silu",
-        "rope_theta": 100000.0,
-        "tie_word_embeddings": False,
-        "pad_token_id": 2,
-    },
-}
+# The tests' runtime schedule for the debug size (the demo runs SmolVLA's: 50 / 10 / 10 / 48).
+TEST_SCHEDULE = {"chunk_size": 6, "n_action_steps": 3, "tokenizer_max_length": 8, "num_steps": 4}
 
 
 def tiny_policy_config(**overrides) -> PolicyConfig:
@@ -55,14 +27,9 @@ def tiny_policy_config(**overrides) -> PolicyConfig:
             "observation.state": Feature(type="STATE", shape=(8,)),
         },
         output_features={"action": Feature(type="ACTION", shape=(7,))},
-        chunk_size=6,
-        n_action_steps=3,
-        max_state_dim=12,
-        max_action_dim=10,
+        **TEST_SCHEDULE,
+        **POLICY_FIELDS,
         resize_imgs_with_padding=(IMAGE, IMAGE),
-        tokenizer_max_length=8,
-        num_steps=4,
-        num_vlm_layers=4,
     )
     base.update(overrides)
     return PolicyConfig(**base)
@@ -86,7 +53,7 @@ class TinySpec:
 
 
 def tiny_spec(**overrides) -> TinySpec:
-    return TinySpec(policy=tiny_policy_config(**overrides), vlm=VLMConfig.from_hf(TINY_VLM_JSON))
+    return TinySpec(policy=tiny_policy_config(**overrides), vlm=VLMConfig.from_hf(VLM_JSON))
 
 
 def as_inputs(images, img_masks, tokens, tok_masks, state) -> PrefixInputs:
@@ -98,7 +65,7 @@ def as_inputs(images, img_masks, tokens, tok_masks, state) -> PrefixInputs:
 def hf_config():
     from transformers import SmolVLMConfig
 
-    return SmolVLMConfig(**TINY_VLM_JSON)
+    return SmolVLMConfig(**VLM_JSON)
 
 
 def reference_and_ours(seed: int = 0, **overrides):

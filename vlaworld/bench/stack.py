@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from vlaworld import demo
+from vlaworld import debug, demo
 from vlaworld.checkpoint.architecture import Architecture, architecture
 from vlaworld.config import PolicyConfig
 from vlaworld.models.flow_matching import VLAFlowMatching
@@ -34,10 +34,12 @@ REAL_VLM_JSON: dict[str, Any] = {
                     "num_attention_heads": 15, "num_key_value_heads": 5, "head_dim": 64, "rms_norm_eps": 1e-5,
                     "vocab_size": 49280, "hidden_act": "silu", "rope_theta": 100000},
 }
-# What a LIBERO smolvla_world checkpoint changes relative to the demo's config.json.
+# What a LIBERO smolvla_world checkpoint changes relative to the demo's config.json (the debug size's
+# fields back to SmolVLA's and the plugin's; the schedule is the same).
 REAL_POLICY_OVERRIDES: dict[str, Any] = {
-    "resize_imgs_with_padding": [512, 512], "num_vlm_layers": 16, "pad_language_to": "max_length",
-    "vlm_model_name": "HuggingFaceTB/SmolVLM2-500M-Video-Instruct", "world_latent_dim": 1408,
+    "max_state_dim": 32, "max_action_dim": 32, "resize_imgs_with_padding": [512, 512], "num_vlm_layers": 16,
+    "pad_language_to": "max_length", "vlm_model_name": "HuggingFaceTB/SmolVLM2-500M-Video-Instruct",
+    "world_latent_dim": 1408, "context_frames": 4, "future_offset": 8, "latent_suffix": "m4",
     "world_inject_num_heads": 8, "prophet_heads": 8, "world_vision_model_name": "facebook/vjepa2-vitg-fpc64-256",
 }
 
@@ -71,8 +73,8 @@ def _real_policy_json() -> dict[str, Any]:
 
 
 CONFIGS: dict[str, BenchConfig] = {
-    "debug": BenchConfig(name="debug", policy_json=demo.config_json(), vlm_json=copy.deepcopy(demo.VLM_JSON),
-                         encoder=VJEPA2Config.from_hf(demo.VJEPA_JSON)),
+    "debug": BenchConfig(name="debug", policy_json=demo.config_json(), vlm_json=copy.deepcopy(debug.VLM_JSON),
+                         encoder=VJEPA2Config.from_hf(debug.VJEPA_JSON)),
     "real": BenchConfig(name="real", policy_json=_real_policy_json(), vlm_json=copy.deepcopy(REAL_VLM_JSON),
                         encoder=VJEPA2Config.from_name("vit_giant")),
 }

@@ -52,7 +52,7 @@ class ProphetConfig:
 
 
 CONFIGS: dict[str, ProphetConfig] = {
-    "debug": ProphetConfig(latent_dim=16, hidden_dim=16, horizon=3, n_layers=2, n_heads=2),
+    "debug": ProphetConfig(latent_dim=24, hidden_dim=24, horizon=4, n_layers=2, n_heads=2),  # vlaworld.debug
     # the LIBERO checkpoints: V-JEPA 2 ViT-g latents, K = 8 (tests/test_architecture.py)
     "vjepa2-vitg": ProphetConfig(latent_dim=1408, hidden_dim=1408, horizon=8, n_layers=2, n_heads=8),
 }

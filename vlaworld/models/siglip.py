@@ -142,7 +142,8 @@ def _image_encoder(
 
 
 CONFIGS: dict[str, ImageEncoderConfig] = {
-    "debug": _image_encoder(hidden=32, inter=64, layers=2, heads=4, patch=8, image=64, scale=2, text=48),
+    # the debug size's vision tower and connector (vlaworld.debug.VLM_JSON): 4² patches -> 4 tokens of width 64
+    "debug": _image_encoder(hidden=32, inter=64, layers=2, heads=4, patch=8, image=32, scale=2, text=64),
     # HuggingFaceTB/SmolVLM2-500M-Video-Instruct (model_facts §1.1): 32² patches -> 64 tokens of width 960.
     "smolvlm2-500m": _image_encoder(
         hidden=768, inter=3072, layers=12, heads=12, patch=16, image=512, scale=4, text=960

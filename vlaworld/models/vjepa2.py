@@ -97,8 +97,8 @@ class VJEPA2Config:
 
 
 CONFIGS: dict[str, VJEPA2Config] = {
-    # head_dim 16: rope_dim 4 per axis + 4 unrotated dims, like the 20/20/20+4 split of ViT-g.
-    "debug": VJEPA2Config(hidden=32, layers=2, heads=2, mlp_ratio=48 / 11, patch=4, crop_size=16),
+    # the debug size's encoder (vlaworld.debug.VJEPA_JSON): 64-pixel patches keep the 256² crop cheap
+    "debug": VJEPA2Config(hidden=24, layers=1, heads=2, mlp_ratio=2.0, patch=64),
     # HF convert_vjepa2_to_hf.py get_vjepa2_config; vit_giant has 22 heads (original vit_giant_xformers).
     "vit_large": VJEPA2Config(hidden=1024, layers=24, heads=16, mlp_ratio=4.0),
     "vit_huge": VJEPA2Config(hidden=1280, layers=32, heads=16, mlp_ratio=4.0),

@@ -111,7 +111,7 @@ class WorldInjectConfig:
 
 
 CONFIGS: dict[str, WorldInjectConfig] = {
-    "debug": WorldInjectConfig(width=16, memory_dim=12, n_heads=2),
+    "debug": WorldInjectConfig(width=48, memory_dim=24, n_heads=2),  # vlaworld.debug: expert 64 x 0.75
     # the LIBERO checkpoints: SmolVLA expert width 960 x 0.75, V-JEPA 2 ViT-g latents (tests/test_architecture.py)
     "smolvla-libero": WorldInjectConfig(width=720, memory_dim=1408, n_heads=8),
 }
