@@ -50,7 +50,7 @@ def files(tmp_path_factory):
     root = tmp_path_factory.mktemp("numerics")
     vlm = debug.write_vlm(root / "vlm")
     fp32 = write_tiny_checkpoint(root / "fp32")  # load_vlm_weights false: everything float32
-    bf16 = write_tiny_checkpoint(root / "bf16", config=tiny_config_json(load_vlm_weights_seed=1))
+    bf16 = write_tiny_checkpoint(root / "bf16", config=tiny_config_json(load_vlm_weights=True))
     return vlm, fp32, bf16
 
 

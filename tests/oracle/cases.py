@@ -43,12 +43,12 @@ REAL = dict(
 )
 TINY_CASES = {
     "fp32": TINY | dict(load_vlm_weights=False),
-    "vlm-weights-bf16": TINY | dict(load_vlm_weights_seed=1),
+    "vlm-weights-bf16": TINY | dict(load_vlm_weights=True),
     "bf16-text-config": TINY | dict(load_vlm_weights=False, vlm_model_name=VLM_BF16_TEXT),
 }
 REAL_CASES = {
     "real-fp32": REAL | dict(load_vlm_weights=False),
-    "real-vlm-weights-bf16": REAL | dict(load_vlm_weights_seed=1),
+    "real-vlm-weights-bf16": REAL | dict(load_vlm_weights=True),
 }
 QUEUE_STEPS = {"tiny": 7, "real": 12}  # past the second chunk boundary (n_action_steps 3 / 10)
 

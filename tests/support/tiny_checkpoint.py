@@ -46,14 +46,20 @@ def write_tiny_checkpoint(directory: Path, *, seed: int = 0, stats: bool = True,
     cfg_json = config or tiny_config_json()
     pstats = layout.dataset_stats(seed=seed) if stats else None
     layout.write_checkpoint(directory, config=cfg_json, stats=pstats)
+    model = random_model(cfg_json, seed)
+    save_file(lerobot_dtypes(model.state_dict()), directory / "model.safetensors", metadata={"format": "pt"})
+    return directory
+
+
+def random_model(cfg_json: dict, seed: int) -> torch.nn.Module:
+    """The modules a config.json describes (debug-size VLM), every parameter perturbed from its init."""
     arch = architecture(PolicyConfig.from_lerobot(cfg_json), VLMConfig.from_hf(debug.VLM_JSON))
     torch.manual_seed(seed)
     model = arch.build()
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.05 * torch.randn_like(p))
-    save_file(lerobot_dtypes(model.state_dict()), directory / "model.safetensors", metadata={"format": "pt"})
-    return directory
+    return model
 
 
 def libero_batch(bsz: int = 2, seed: int = 0) -> dict:
@@ -75,12 +81,8 @@ def write_tiny_world_checkpoint(directory: Path, *, seed: int = 0, gate: float =
     """A complete ``pretrained_model/`` of a tiny smolvla_world policy; ``gate`` is the stored gate param."""
     cfg_json = tiny_config_json(world=True, **{**WORLD_OVERRIDES, **overrides})
     layout.write_checkpoint(directory, world=True, config=cfg_json, stats=layout.dataset_stats(seed=seed))
-    arch = architecture(PolicyConfig.from_lerobot(cfg_json), VLMConfig.from_hf(debug.VLM_JSON))
-    torch.manual_seed(seed)
-    model = arch.build()
+    model = random_model(cfg_json, seed)
     with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
         model.model.world_inject.gate.fill_(gate)
     state = lerobot_dtypes({k: v for k, v in model.state_dict().items() if "world_inject" not in k and "prophet" not in k})
     state |= {k: v.float().contiguous() for k, v in model.state_dict().items() if "world_inject" in k or "prophet" in k}

@@ -28,8 +28,7 @@ def tiny_policy_config(**overrides) -> PolicyConfig:
         },
         output_features={"action": Feature(type="ACTION", shape=(7,))},
         **TEST_SCHEDULE,
-        **POLICY_FIELDS,
-        resize_imgs_with_padding=(IMAGE, IMAGE),
+        **{**POLICY_FIELDS, "resize_imgs_with_padding": (IMAGE, IMAGE)},  # a tuple, as config.json is read
     )
     base.update(overrides)
     return PolicyConfig(**base)

@@ -118,59 +118,42 @@ def _run_part(
     on_record: Callable[[EpisodeRecord], None] | None,
 ) -> tuple[list[EpisodeRecord], RunStats]:
     with run_dir_lock(out):  # a second evaluator on this directory stops here
-        return _run_locked(out, config, episodes, policy, scheduler, checkpoint_hash=checkpoint_hash,
-                           sim_stack=sim_stack, progress=progress, extra=extra, on_record=on_record)
+        stored = check_resume(out, config, checkpoint_hash=checkpoint_hash, sim_stack=sim_stack, ignore=RESUME_IGNORE)
+        if stored is None:
+            write_run_info(out, RunInfo(config=config, checkpoint_hash=checkpoint_hash, versions=versions(),
+                                        sim_stack=sim_stack or {}, extra=dict(extra or {})))
+        elif stored.config.get("label") != config.get("label"):  # the one field a resume may change
+            write_run_info(out, dataclasses.replace(stored, config={**stored.config, "label": config.get("label")}))
+        wanted = {e.key for e in episodes}
+        done = [r for r in read_episodes(out).records if r.key in wanted] if episodes_path(out).exists() else []
+        # Infrastructure errors run again; a policy error (non-finite actions) is the policy's own outcome.
+        finished = {r.key for r in done if r.error is None or r.extra.get("error_kind") == POLICY_ERROR}
+        todo = [e for e in episodes if e.key not in finished]
+        bar = Progress(len(episodes), done, enabled=progress)
+        stats = RunStats()
+        try:
+            with EpisodeWriter(out) as writer:
+                def sink(record: EpisodeRecord) -> None:
+                    writer.append(record)
+                    bar.update(record)
+                    if on_record is not None:
+                        on_record(record)
 
-
-def _run_locked(
-    out: Path,
-    config: Mapping[str, Any],
-    episodes: Sequence[EpisodeId],
-    policy: ChunkPolicy,
-    scheduler: SchedulerConfig,
-    *,
-    checkpoint_hash: str | None,
-    sim_stack: Mapping[str, Any] | None,
-    progress: bool | None,
-    extra: Mapping[str, Any] | None,
-    on_record: Callable[[EpisodeRecord], None] | None,
-) -> tuple[list[EpisodeRecord], RunStats]:
-    stored = check_resume(out, config, checkpoint_hash=checkpoint_hash, sim_stack=sim_stack, ignore=RESUME_IGNORE)
-    if stored is None:
-        write_run_info(out, RunInfo(config=config, checkpoint_hash=checkpoint_hash, versions=versions(),
-                                    sim_stack=sim_stack or {}, extra=dict(extra or {})))
-    elif stored.config.get("label") != config.get("label"):  # the one field a resume may change
-        write_run_info(out, dataclasses.replace(stored, config={**stored.config, "label": config.get("label")}))
-    wanted = {e.key for e in episodes}
-    done = [r for r in read_episodes(out).records if r.key in wanted] if episodes_path(out).exists() else []
-    # Infrastructure errors run again; a policy error (non-finite actions) is the policy's own outcome.
-    finished = {r.key for r in done if r.error is None or r.extra.get("error_kind") == POLICY_ERROR}
-    todo = [e for e in episodes if e.key not in finished]
-    bar = Progress(len(episodes), done, enabled=progress)
-    stats = RunStats()
-    try:
-        with EpisodeWriter(out) as writer:
-            def sink(record: EpisodeRecord) -> None:
-                writer.append(record)
-                bar.update(record)
-                if on_record is not None:
-                    on_record(record)
-
-            if todo:
-                stats = Scheduler(scheduler, policy).run(todo, sink)
-    finally:
-        bar.close()
-    records = [r for r in read_episodes(out).records if r.key in wanted]
-    if not todo:  # nothing ran: keep the throughput of the run that did, if its summary is readable
-        write_summary(out, records, throughput=_previous_throughput(out), notes=["All episodes were already finished."])
+                if todo:
+                    stats = Scheduler(scheduler, policy).run(todo, sink)
+        finally:
+            bar.close()
+        records = [r for r in read_episodes(out).records if r.key in wanted]
+        if not todo:  # nothing ran: keep the throughput of the run that did, if its summary is readable
+            write_summary(out, records, throughput=_previous_throughput(out), notes=["All episodes were already finished."])
+            return records, stats
+        throughput = stats.throughput(scheduler.n_envs)
+        if policy.world_encoder_calls is not None and stats.env_steps:
+            throughput["world_encoder_calls_per_env_step"] = policy.world_encoder_calls / stats.env_steps
+        notes = [f"Throughput counts this invocation only ({stats.episodes} episodes run, "
+                 f"{len(done)} kept from before)."]
+        write_summary(out, records, throughput=throughput, notes=notes)
         return records, stats
-    throughput = stats.throughput(scheduler.n_envs)
-    if policy.world_encoder_calls is not None and stats.env_steps:
-        throughput["world_encoder_calls_per_env_step"] = policy.world_encoder_calls / stats.env_steps
-    notes = [f"Throughput counts this invocation only ({stats.episodes} episodes run, "
-             f"{len(done)} kept from before)."]
-    write_summary(out, records, throughput=throughput, notes=notes)
-    return records, stats
 
 
 def _previous_throughput(out: Path) -> dict[str, Any]:

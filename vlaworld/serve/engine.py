@@ -64,14 +64,14 @@ class PolicyEngine:
 
     def __init__(self, policy: Policy) -> None:
         cfg = policy.config
-        if getattr(cfg, "memory", None) == "shuffle":
+        if cfg.memory == "shuffle":
             raise UsageError(
                 "memory mode 'shuffle' gives each episode the memory of another in its batch; a server's batches "
                 "are whoever asked at the same moment, so episodes would pair by chance. Serve another mode."
             )
         self.policy = policy
         self.chunk_size, self.max_action_dim = int(cfg.chunk_size), int(cfg.max_action_dim)
-        self.random_memory = getattr(cfg, "memory", None) in RANDOM_MEMORY_MODES
+        self.random_memory = cfg.memory in RANDOM_MEMORY_MODES
         self.compiled = bool(cfg.compile or cfg.cuda_graphs)
         self.world_frames = int(policy.world_frames_needed)
         self.world_camera = policy.world_camera

@@ -41,7 +41,7 @@ def build_metadata(policy: Policy, spec: ObservationSpec, *, policy_kind: str, c
     return {
         "server": "vlaworld", "protocol": PROTOCOL, "messages": MESSAGES,
         "policy": {  # the fields the evaluator records in run.json, as a local run records them
-            "policy": policy_kind, "ckpt": cfg.checkpoint, "memory": getattr(cfg, "memory", None),
+            "policy": policy_kind, "ckpt": cfg.checkpoint, "memory": cfg.memory,
             "n_action_steps": int(cfg.n_action_steps), "device": cfg.device, "dtype": forced,
             "numerics": cfg.numerics, "compile": bool(cfg.compile),
         },
