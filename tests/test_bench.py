@@ -194,6 +194,6 @@ def test_cli_diagnostics_part_reports_the_cost_and_equal_outcomes(capsys):
                    "--diag-max-steps", "12")
     cost = out["diagnostics_cost"]
     assert cost["outcomes_identical"] is True and cost["env_steps_per_s_ratio"] > 0
-    assert cost["without"]["world_encoder_calls_per_env_step"] == pytest.approx(8 / 12)  # T=4 clips at steps 0 and 10
-    assert cost["with"]["world_encoder_calls_per_env_step"] == pytest.approx((8 + 13) / 12)  # + a clip per observation
+    assert cost["without"]["world_encoder_calls_per_env_step"] == pytest.approx(6 / 12)  # T=3 clips at steps 0 and 10
+    assert cost["with"]["world_encoder_calls_per_env_step"] == pytest.approx((6 + 13) / 12)  # + a clip per observation
     assert cost["with"]["rendered_fraction"] == 1.0 and cost["without"]["rendered_fraction"] < 1.0

@@ -196,3 +196,23 @@ def test_tiny_vlm_config_json_is_a_real_smolvlm_config():
 
     hf = SmolVLMConfig(**debug.VLM_JSON)
     assert VLMConfig.from_hf(hf.to_dict()).text.head_dim == 16
+
+
+@pytest.mark.parametrize("float_dtype, loads", [("float32", True), ("bfloat16", False), ("float16", False)])
+def test_device_processor_float_dtype_is_applied_or_refused(tiny_smolvla, tmp_path, float_dtype, loads):
+    """LeRobot casts the inputs to device_processor.float_dtype before normalising; vlaworld runs them in
+    float32, so float32 (or null, the default) loads and anything else is refused naming the file."""
+    ckpt = copy_ckpt(tiny_smolvla, tmp_path)
+    path = ckpt / "policy_preprocessor.json"
+    doc = json.loads(path.read_text())
+    (step,) = [s for s in doc["steps"] if s["registry_name"] == "device_processor"]
+    step["config"]["float_dtype"] = float_dtype
+    path.write_text(json.dumps(doc))
+    if loads:
+        policy = vlaworld.load_policy(ckpt, vlm=tiny_smolvla.vlm)
+        reference = vlaworld.load_policy(tiny_smolvla.ckpt, vlm=tiny_smolvla.vlm)
+        batch, noise = libero_batch(), torch.randn(2, 6, 10)
+        assert torch.equal(policy.predict_chunk(batch, noise=noise), reference.predict_chunk(batch, noise=noise))
+    else:
+        with pytest.raises(ConfigError, match=f"policy_preprocessor.json device_processor has float_dtype='{float_dtype}'"):
+            vlaworld.load_policy(ckpt, vlm=tiny_smolvla.vlm)
