@@ -29,6 +29,7 @@ import torch
 
 from vlaworld.eval.episode import EpisodeId
 from vlaworld.eval.worker import WORLD_TRACE_KEY
+from vlaworld.policy import Policy
 from vlaworld.world.diagnostics import HorizonCosine
 
 DIGITS = 6  # rounding of the recorded floats (far below any difference the report can resolve)
@@ -55,7 +56,7 @@ class _Episode:
 class DiagnosticsRecorder:
     """Accumulates one ``diagnostics`` object per episode; see the module docstring for each field."""
 
-    def __init__(self, policy: Any) -> None:
+    def __init__(self, policy: Policy) -> None:
         self.policy = policy
         world = policy.world  # None for a plain SmolVLA checkpoint: no gate, no memory, nothing to attend
         if world is not None:
