@@ -51,9 +51,8 @@ def test_outcomes_do_not_depend_on_worker_count(tmp_path: Path) -> None:
     assert runs[1] == runs[2] and len(runs[1]) == 3
 
 
-def test_tiny_checkpoint_full_path_and_resume(tmp_path: Path, capsys) -> None:
-    ckpt = write_tiny_checkpoint(tmp_path / "ckpt")
-    vlm = debug.write_vlm(tmp_path / "vlm")
+def test_tiny_checkpoint_full_path_and_resume(tmp_path: Path, capsys, tiny_smolvla) -> None:
+    vlm, ckpt = tiny_smolvla
     out = tmp_path / "tiny"
     argv = ["--ckpt", str(ckpt), "--vlm", str(vlm), "--tasks", "0,1", "--episodes", "1", "--n-envs", "2",
             "--max-steps", "5", "--n-action-steps", "2", "--device", "cpu", "--out", str(out)]

@@ -17,13 +17,11 @@ import pytest
 from safetensors.torch import load_file
 
 from tests.support.standins import StandinFactory, StandinPolicy, raw_keys, run_standin
-from tests.support.tiny_checkpoint import write_tiny_checkpoint
 from vlaworld.eval import results
 from vlaworld.eval.cli import main
 from vlaworld.eval.lock import LOCK_FILE, RunDirLocked, run_dir_lock
 from vlaworld.eval.results import POLICY_ERROR, ResultsFormatError, read_episodes
 from vlaworld.eval.summary import summarize
-from vlaworld import debug
 
 TASKS = (0, 1)
 
@@ -108,19 +106,13 @@ def test_out_must_be_a_directory_and_cuda_must_exist(tmp_path, capsys):
         assert not (tmp_path / "r").exists()
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny")
-    return debug.write_vlm(root / "vlm"), write_tiny_checkpoint(root / "ckpt")
-
-
 def run_tiny(ckpt: Path, vlm: Path, out: Path) -> int:
     return main(["--ckpt", str(ckpt), "--vlm", str(vlm), "--tasks", "0", "--episodes", "1", "--device", "cpu",
                  "--out", str(out)])
 
 
-def test_truncated_weights_give_one_line_naming_the_file(tiny, tmp_path, capsys):
-    vlm, src = tiny
+def test_truncated_weights_give_one_line_naming_the_file(tiny_smolvla, tmp_path, capsys):
+    vlm, src = tiny_smolvla
     ckpt = Path(shutil.copytree(src, tmp_path / "ckpt"))
     data = (ckpt / "model.safetensors").read_bytes()
     (ckpt / "model.safetensors").write_bytes(data[: len(data) // 2])
@@ -130,8 +122,8 @@ def test_truncated_weights_give_one_line_naming_the_file(tiny, tmp_path, capsys)
 
 
 @pytest.mark.parametrize("value", ["50", 50.0, True])
-def test_wrong_typed_config_fields_give_one_line_naming_file_and_field(tiny, tmp_path, capsys, value):
-    vlm, src = tiny
+def test_wrong_typed_config_fields_give_one_line_naming_file_and_field(tiny_smolvla, tmp_path, capsys, value):
+    vlm, src = tiny_smolvla
     ckpt = Path(shutil.copytree(src, tmp_path / "ckpt"))
     cfg = json.loads((ckpt / "config.json").read_text())
     cfg["chunk_size"] = value
@@ -141,8 +133,8 @@ def test_wrong_typed_config_fields_give_one_line_naming_file_and_field(tiny, tmp
     assert len(err.splitlines()) == 1 and f"{ckpt / 'config.json'}: field 'chunk_size' must be an integer" in err
 
 
-def test_json_files_that_are_not_objects_or_not_json(tiny, tmp_path, capsys):
-    vlm, src = tiny
+def test_json_files_that_are_not_objects_or_not_json(tiny_smolvla, tmp_path, capsys):
+    vlm, src = tiny_smolvla
     ckpt = Path(shutil.copytree(src, tmp_path / "ckpt"))
     (ckpt / "config.json").write_text("[1, 2]")
     assert run_tiny(ckpt, vlm, tmp_path / "run") == 2
@@ -152,8 +144,8 @@ def test_json_files_that_are_not_objects_or_not_json(tiny, tmp_path, capsys):
     assert "config.json is not valid JSON" in capsys.readouterr().err
 
 
-def test_a_state_file_outside_the_checkpoint_is_refused(tiny, tmp_path, capsys):
-    vlm, src = tiny
+def test_a_state_file_outside_the_checkpoint_is_refused(tiny_smolvla, tmp_path, capsys):
+    vlm, src = tiny_smolvla
     ckpt = Path(shutil.copytree(src, tmp_path / "ckpt"))
     doc = json.loads((ckpt / "policy_postprocessor.json").read_text())
     name = doc["steps"][0]["state_file"]
@@ -221,12 +213,12 @@ def test_run_json_that_is_not_json_is_named(tmp_path):
         run_standin(out, n_envs=1, tasks=(0,), episodes=1)
 
 
-def test_stats_changed_between_invocations_are_named_on_resume(tiny, tmp_path, capsys):
+def test_stats_changed_between_invocations_are_named_on_resume(tiny_smolvla, tmp_path, capsys):
     """The resume check compares the fingerprint of every input file, not only config and weights."""
     import vlaworld
     from vlaworld.eval.results import ConfigChanged, check_resume
 
-    vlm, src = tiny
+    vlm, src = tiny_smolvla
     ckpt = Path(shutil.copytree(src, tmp_path / "ckpt"))
     name = "policy_postprocessor_step_0_unnormalizer_processor.safetensors"
 
