@@ -64,14 +64,11 @@ def episode_generator(episode: EpisodeId, seed: int, device: str = "cpu") -> tor
 
 
 def chunk_noise(generators: Sequence[torch.Generator], chunk_size: int, max_action_dim: int) -> torch.Tensor:
-    """[B, chunk_size, max_action_dim] float32: each row drawn from its own episode's generator.
+    """[B, chunk_size, max_action_dim] float32: each row drawn from its own episode's generator."""
+    from vlaworld.processing.noise import per_row_normal  # torch: only for neural policies
 
-    Drawn on the generators' device one row at a time, so a row's noise does not depend on the batch.
-    """
-    import torch
-
-    rows = [torch.randn((chunk_size, max_action_dim), generator=g, device=g.device) for g in generators]
-    return torch.stack(rows)
+    device = generators[0].device if generators else "cpu"
+    return per_row_normal((len(generators), chunk_size, max_action_dim), list(generators), device)
 
 
 NOISE_DERIVATION = {

@@ -12,9 +12,11 @@ import torch
 def per_row_normal(
     shape: tuple[int, ...], generators: list[torch.Generator] | None, device: torch.device | str = "cpu"
 ) -> torch.Tensor:
-    """float32 N(0, 1) of ``shape`` [B, ...]: row i from ``generators[i]`` (CPU), or the global RNG if None."""
+    """float32 N(0, 1) of ``shape`` [B, ...]: row i from ``generators[i]`` (drawn on that generator's device,
+    one row at a time, so a row does not depend on the batch), or the global RNG if None."""
     if generators is None:
         return torch.randn(shape, device=device)
     if len(generators) != shape[0]:
         raise ValueError(f"got {len(generators)} generators for a batch of {shape[0]}")
-    return torch.stack([torch.randn(shape[1:], generator=g) for g in generators]).to(device)  # (B, ...)
+    rows = [torch.randn(shape[1:], generator=g, device=g.device) for g in generators]
+    return torch.stack(rows).to(device)  # (B, ...)
