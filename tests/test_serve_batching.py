@@ -170,10 +170,9 @@ def test_memory_modes_are_served_from_the_session_generator(memory):
 
 
 def test_compiled_policies_get_power_of_two_batches_and_padding_rows_are_dropped(demo_policy):
-    from vlaworld.serve.engine import padded_size
+    from vlaworld.processing.padding import compiled_batch_size
 
-    assert [padded_size(n, True) for n in (1, 2, 3, 5, 16, 17)] == [1, 2, 4, 8, 16, 32]
-    assert padded_size(3, False) == 3
+    assert [compiled_batch_size(n) for n in (1, 2, 3, 5, 16, 17)] == [1, 2, 4, 8, 16, 32]
     spec = observation_spec(demo_policy)
     rows = lambda: [Row(session=Session(id=50 + i, frames_needed=spec.world_frames),  # noqa: E731
                         request=parse_request(observation(i), spec), received=0.0) for i in range(3)]

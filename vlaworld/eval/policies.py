@@ -67,16 +67,6 @@ class EvaluatedPolicy(Protocol):
 RANDOM_MEMORY_MODES = ("random", "random_scaled")
 
 
-def batch_bucket(rows: int) -> int:
-    """The padded batch size for a compiled (or CUDA-graph) policy: the next power of two.
-
-    Compiled code is specialised per batch size. Measured on an H100 with the demo policy and
-    compile=True: every new size cost 20-28 s of compilation, and past torch's recompile limit
-    (8 sizes) calls fell back to a path slower than eager. Powers of two bound it to log2(n_envs) + 1.
-    """
-    return 1 << (rows - 1).bit_length()
-
-
 class ScriptedChunkPolicy:
     """The privileged scripted expert: one action per step from the simulator state, no cameras."""
 
@@ -160,7 +150,7 @@ class NeuralChunkPolicy:
         self.needs = ObservationNeeds(cameras=True, world_frames=self.world_frames, world_camera=self.world_camera,
                                       world_trace=trace)
         self.random_memory = cfg.memory in RANDOM_MEMORY_MODES
-        # compiled code and CUDA graphs are specialised per batch size: pad to few sizes (batch_bucket)
+        # compiled code and CUDA graphs are specialised per batch size: pad to few sizes (processing.padding)
         self.pad_batches = cfg.compile or cfg.cuda_graphs
         # 'shuffle' hands each row the pred memory of another row of the batch: it needs two rows.
         self.min_batch = 2 if cfg.memory == "shuffle" else 1
@@ -185,16 +175,13 @@ class NeuralChunkPolicy:
         return batch
 
     def predict(self, episodes: Sequence[EpisodeId], observations: Sequence[Mapping[str, Any]]) -> list[np.ndarray]:
-        import torch
+        from vlaworld.processing.padding import compiled_batch_size, pad_rows  # torch: only for neural policies
 
         rows = len(episodes)
         generators = [self._generators[e] for e in episodes]
         noise = chunk_noise(generators, self.chunk_size, self.max_action_dim)  # [B, chunk, max_action_dim]
-        pad = max(batch_bucket(rows) if self.pad_batches else rows, self.min_batch) - rows
-        if pad:  # copies of row 0 with zero noise and throwaway generators; their outputs are dropped
-            observations = [*observations, *[observations[0]] * pad]
-            noise = torch.cat([noise, noise.new_zeros((pad, *noise.shape[1:]))])
-            generators = [*generators, *[torch.Generator().manual_seed(0) for _ in range(pad)]]
+        size = max(compiled_batch_size(rows) if self.pad_batches else rows, self.min_batch)
+        observations, noise, generators = pad_rows(observations, noise, generators, size)
         batch = self.batch(observations)
         if self.diagnostics is not None:  # before the chunk: this boundary's latent is the base of its prediction
             self.diagnostics.observe(episodes, observations[:rows])

@@ -84,13 +84,6 @@ class PrefixInputs:
     def batch_size(self) -> int:
         return int(self.state.shape[0])
 
-    def to(self, device: torch.device | str) -> PrefixInputs:
-        return PrefixInputs(
-            images=tuple(t.to(device) for t in self.images),
-            image_masks=tuple(t.to(device) for t in self.image_masks),
-            tokens=self.tokens.to(device), token_masks=self.token_masks.to(device), state=self.state.to(device),
-        )
-
 
 @dataclass
 class PrefixState:

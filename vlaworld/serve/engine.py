@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from vlaworld.processing import per_row_normal
+from vlaworld.processing.padding import compiled_batch_size, pad_rows
 from vlaworld.errors import UsageError
 from vlaworld.policy import Policy
 from vlaworld.serve.observation import WORLD_FRAMES_KEY, ObservationError, Request
@@ -51,12 +52,6 @@ class EngineStats:
     policy_calls: int = 0
     rows: int = 0
     failed_calls: int = 0
-
-
-def padded_size(rows: int, compiled: bool) -> int:
-    """Compiled code is specialised per batch size: pad to the next power of two (as the evaluator does,
-    vlaworld.eval.policies.batch_bucket), so at most log2(max_batch) + 1 sizes are ever compiled."""
-    return 1 << (rows - 1).bit_length() if compiled else rows
 
 
 class PolicyEngine:
@@ -128,19 +123,15 @@ class PolicyEngine:
 
     def _call(self, rows: list[Row], observations: list[dict], noise: torch.Tensor) -> list[Chunk]:
         n = len(rows)
-        pad = padded_size(n, self.compiled) - n
-        generators = [r.session.generator for r in rows]
-        if pad:  # copies of row 0 with zero noise and throwaway generators; their outputs are dropped
-            observations = [*observations, *[observations[0]] * pad]
-            noise = torch.cat([noise, noise.new_zeros((pad, *noise.shape[1:]))])
-            generators = [*generators, *[torch.Generator().manual_seed(0) for _ in range(pad)]]
+        size = compiled_batch_size(n) if self.compiled else n
+        observations, noise, generators = pad_rows(observations, noise, [r.session.generator for r in rows], size)
         batch = {k: np.stack([o[k] for o in observations]) for k in observations[0] if k != "task"}
         batch["task"] = [o["task"] for o in observations]
         start = time.perf_counter()
         chunk = self.policy.predict_chunk(batch, noise=noise, generators=generators if self.random_memory else None)
         actions = chunk[:n].float().cpu().numpy()  # (B, chunk_size, action_dim)
         infer_ms = (time.perf_counter() - start) * 1e3
-        stats = list(self.policy.last_chunk_stats or [{}] * (n + pad))
+        stats = self.policy.last_chunk_stats
         self.stats.policy_calls += 1
         self.stats.rows += n
         out = []
