@@ -353,14 +353,11 @@ class Scheduler:
         extra = dict(self.policy.end_episode(episode))
         extra.update(attempts=state.attempts[episode], error_kind=POLICY_ERROR, nonfinite_actions=nonfinite)
         state.stats.policy_errors += 1
-        state.on_record(EpisodeRecord(
-            suite=episode.suite, task_id=episode.task_id, task=task, episode=episode.episode, seed=SEED_BASE + episode.episode, init_state=episode.episode % N_INIT_STATES,
-            success=False, steps=slot.steps, wall_s=round(time.perf_counter() - slot.started, 4),
-            error=(f"the policy produced {nonfinite} non-finite action(s) among the {n_actions} of the chunk at "
-                   f"step {slot.steps}; they were not sent to the simulator and the episode was stopped. Check the "
-                   "checkpoint's weights and normalisation stats."),
-            extra=extra,
-        ))
+        error = (f"the policy produced {nonfinite} non-finite action(s) among the {n_actions} of the chunk at "
+                 f"step {slot.steps}; they were not sent to the simulator and the episode was stopped. Check the "
+                 "checkpoint's weights and normalisation stats.")
+        state.on_record(_error_record(episode, task, error, state.attempts[episode],
+                                      time.perf_counter() - slot.started, steps=slot.steps, extra=extra))
         slot.episode = None
         self._assign(slot, state)  # the worker starts the next episode over the abandoned one
 
@@ -400,11 +397,13 @@ def render_threads(n_envs: int) -> int:
     return max(1, (os.cpu_count() or 1) // n_envs)
 
 
-def _error_record(episode: EpisodeId, task: str, error: str, attempts: int, wall_s: float) -> EpisodeRecord:
-    """An infrastructure failure: success False but error set, so no success rate counts it."""
+def _error_record(episode: EpisodeId, task: str, error: str, attempts: int, wall_s: float, *, steps: int = 0,
+                  extra: dict[str, Any] | None = None) -> EpisodeRecord:
+    """A failed episode: success False but error set, so no success rate counts it. ``extra`` (with its
+    ``error_kind``) defaults to an infrastructure failure's."""
     return EpisodeRecord(
         suite=episode.suite, task_id=episode.task_id, task=task, episode=episode.episode,
         seed=SEED_BASE + episode.episode, init_state=episode.episode % N_INIT_STATES,
-        success=False, steps=0, wall_s=round(wall_s, 4), error=error,
-        extra={"attempts": attempts, "error_kind": INFRASTRUCTURE_ERROR},
+        success=False, steps=steps, wall_s=round(wall_s, 4), error=error,
+        extra={"attempts": attempts, "error_kind": INFRASTRUCTURE_ERROR} if extra is None else extra,
     )
